@@ -1,0 +1,39 @@
+# Two entry points do all set-up on a fresh Debian machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test venv system-deps bench bench-codec clean devcert
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# compat editable mode puts the checkout on sys.path, so twisted/plugins/ here is found by twistd
+	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# ffmpeg/ffprobe (end-to-end tests, bench) and openssl (test certificates) from Debian when missing.
+system-deps:
+	@missing=""; \
+	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: venv system-deps
+	$(PY) -m pytest -q
+
+run: venv
+	$(VENV)/bin/twistd -n rtmp --config etc/server.ini
+
+bench: venv system-deps
+	$(PY) bench/codec.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
