@@ -1,0 +1,260 @@
+"""Live streams: one publisher fanned out to any number of sinks.
+
+The media path is the hot path (ARCHITECTURE.md, "Performance shape"): a message from the publisher
+becomes one ``Frame``, parsed once (keyframe? sequence header?); its chunk continuation bytes are
+produced once per outgoing chunk size and shared by every player.  The hub keeps what a late joiner
+needs: metadata, the latest sequence headers and a bounded GOP cache from the latest keyframe.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
+from rtmpserver.interfaces import IMediaSink
+
+__all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
+
+AUDIO = 8
+VIDEO = 9
+DATA = 18
+
+_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
+
+
+class Frame:
+    """One message of a live stream as every sink sees it.
+
+    ``timestamp`` is the publisher's (32-bit); sinks rebase it.  ``keyframe`` is True for video
+    keyframes and for every message of a stream without video (where any frame is a place to start).
+    """
+
+    __slots__ = ("type_id", "timestamp", "payload", "keyframe", "csid", "_size", "_body")
+
+    def __init__(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool) -> None:
+        self.type_id = type_id
+        self.timestamp = timestamp
+        self.payload = payload
+        self.keyframe = keyframe
+        self.csid = _CSID[type_id]
+        self._size = 0
+        self._body = b""
+
+    def body(self, chunk_size: int) -> bytes:
+        """The payload with its fmt 3 separators, made once and shared by all players of that chunk size."""
+        if chunk_size == self._size:
+            return self._body
+        body = continuation(self.payload, chunk_size, self.csid)
+        if not self._size:
+            self._size = chunk_size
+            self._body = body
+        return body
+
+    def __repr__(self) -> str:
+        return f"Frame(type={self.type_id}, ts={self.timestamp}, key={self.keyframe}, {len(self.payload)} bytes)"
+
+
+def _video_flags(payload: bytes) -> tuple[bool, bool]:
+    """(is keyframe, is sequence header) from the first bytes of a video tag body.
+
+    Legacy: FrameType(4) CodecID(4), AVC/HEVC add a packet type byte (0 = sequence header).
+    Enhanced RTMP: top bit set, FrameType in bits 4..6, PacketType in the low nibble
+    (0 SequenceStart), then a FourCC.
+    """
+    if not payload:
+        return False, False
+    b0 = payload[0]
+    if b0 & 0x80:
+        return (b0 >> 4) & 7 == 1, b0 & 0x0F == 0
+    codec = b0 & 0x0F
+    seq = codec in (7, 12, 13) and len(payload) > 1 and payload[1] == 0
+    return b0 >> 4 == 1, seq
+
+
+def _audio_is_sequence_header(payload: bytes) -> bool:
+    """AAC (10) packet type 0, or Enhanced RTMP ExAudio (9) packet type 0 (SequenceStart)."""
+    if len(payload) < 2:
+        return False
+    fmt = payload[0] >> 4
+    if fmt == 10:
+        return payload[1] == 0
+    if fmt == 9:
+        return payload[0] & 0x0F == 0
+    return False
+
+
+class LiveStream:
+    """A live stream: (app, name), its publisher, sinks and late-joiner caches."""
+
+    _log = Logger()
+
+    def __init__(self, hub: "Hub", app: str, name: str, *, gop_cache: bool, gop_max_frames: int, gop_max_bytes: int) -> None:
+        self.hub = hub
+        self.app = app
+        self.name = name
+        self.publisher = None
+        self.sinks: list = []
+        self.metadata: Frame | None = None
+        self.video_header: Frame | None = None
+        self.audio_header: Frame | None = None
+        self.has_video = False
+        self.gop_enabled = gop_cache
+        self.gop_max_frames = gop_max_frames
+        self.gop_max_bytes = gop_max_bytes
+        self.gop: list[Frame] = []
+        self._gop_bytes = 0
+        self._gop_overflow = False
+        self.publish_count = 0  # how many publishers this stream has had (players rebase on each)
+        self.started_at = 0.0
+        self.bytes_in = 0
+        self.frames_in = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app, self.name)
+
+    @property
+    def active(self) -> bool:
+        return self.publisher is not None
+
+    # -- publisher side -----------------------------------------------------------------------
+
+    def start(self, publisher, now: float) -> None:
+        self.publisher = publisher
+        self.publish_count += 1
+        self.started_at = now
+        self.metadata = self.video_header = self.audio_header = None
+        self.has_video = False
+        self._reset_gop()
+        for sink in list(self.sinks):
+            sink.stream_started(self)
+
+    def stop(self) -> None:
+        if self.publisher is None:
+            return
+        self.publisher = None
+        self._reset_gop()
+        for sink in list(self.sinks):
+            sink.stream_stopped(self)
+        self.hub._maybe_discard(self)
+
+    def _reset_gop(self) -> None:
+        self.gop = []
+        self._gop_bytes = 0
+        self._gop_overflow = False
+
+    def set_metadata(self, timestamp: int, payload: bytes) -> None:
+        """Store and forward ``onMetaData`` (``payload`` is its AMF0 body: "onMetaData", object)."""
+        frame = Frame(DATA, timestamp, payload, True)
+        self.metadata = frame
+        self._fanout(frame)
+
+    def data(self, timestamp: int, payload: bytes) -> None:
+        """Other data messages (onTextData, onCuePoint...) go live only, never cached."""
+        self._fanout(Frame(DATA, timestamp, payload, True))
+
+    def video(self, timestamp: int, payload: bytes) -> None:
+        key, seq = _video_flags(payload)
+        self.bytes_in += len(payload)
+        self.frames_in += 1
+        frame = Frame(VIDEO, timestamp, payload, key)
+        if seq:
+            self.video_header = frame
+            self.has_video = True
+            self._fanout(frame)
+            return
+        self.has_video = True
+        self._cache(frame)
+        self._fanout(frame)
+
+    def audio(self, timestamp: int, payload: bytes) -> None:
+        self.bytes_in += len(payload)
+        self.frames_in += 1
+        # Without video, every audio frame is a place a player can start.
+        frame = Frame(AUDIO, timestamp, payload, not self.has_video)
+        if _audio_is_sequence_header(payload):
+            self.audio_header = frame
+            self._fanout(frame)
+            return
+        self._cache(frame)
+        self._fanout(frame)
+
+    def _cache(self, frame: Frame) -> None:
+        if not self.gop_enabled or not self.has_video:
+            return
+        if frame.keyframe and frame.type_id == VIDEO:
+            self.gop = [frame]
+            self._gop_bytes = len(frame.payload)
+            self._gop_overflow = False
+            return
+        if self._gop_overflow or not self.gop:
+            return
+        self._gop_bytes += len(frame.payload)
+        if len(self.gop) >= self.gop_max_frames or self._gop_bytes > self.gop_max_bytes:
+            # A GOP longer than the bound is not cached at all: a partial GOP cannot be decoded
+            # from its start, so late joiners wait for the next keyframe instead.
+            self._log.debug(
+                "GOP cache of {app}/{name} over its bound ({frames} frames, {nbytes} bytes); dropped",
+                app=self.app, name=self.name, frames=len(self.gop), nbytes=self._gop_bytes,
+            )
+            self._reset_gop()
+            self._gop_overflow = True
+            return
+        self.gop.append(frame)
+
+    def _fanout(self, frame: Frame) -> None:
+        for sink in self.sinks:
+            sink.frame(frame)
+
+    def startup_frames(self) -> list[Frame]:
+        """What a sink that starts now is sent first: metadata, sequence headers, then the GOP."""
+        out = []
+        if self.metadata is not None:
+            out.append(self.metadata)
+        if self.video_header is not None:
+            out.append(self.video_header)
+        if self.audio_header is not None:
+            out.append(self.audio_header)
+        out.extend(self.gop)
+        return out
+
+    # -- sinks --------------------------------------------------------------------------------
+
+    def add_sink(self, sink) -> None:
+        self.sinks.append(sink)
+        if self.publisher is not None:
+            sink.stream_started(self)
+
+    def remove_sink(self, sink) -> None:
+        try:
+            self.sinks.remove(sink)
+        except ValueError:
+            return
+        self.hub._maybe_discard(self)
+
+
+class Hub:
+    """All live streams of a server, keyed by (app, name)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], LiveStream] = {}
+
+    def get(self, app: str, name: str) -> LiveStream | None:
+        return self.streams.get((app, name))
+
+    def get_or_create(self, app: str, name: str, *, gop_cache: bool = True, gop_max_frames: int = 600, gop_max_bytes: int = 16 << 20) -> LiveStream:
+        stream = self.streams.get((app, name))
+        if stream is None:
+            stream = LiveStream(self, app, name, gop_cache=gop_cache, gop_max_frames=gop_max_frames, gop_max_bytes=gop_max_bytes)
+            self.streams[(app, name)] = stream
+        return stream
+
+    def _maybe_discard(self, stream: LiveStream) -> None:
+        if stream.publisher is None and not stream.sinks and self.streams.get(stream.key) is stream:
+            del self.streams[stream.key]
+
+    def active_streams(self) -> Iterable[LiveStream]:
+        return [s for s in self.streams.values() if s.publisher is not None]
