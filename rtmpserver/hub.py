@@ -32,13 +32,15 @@ class Frame:
     keyframes and for every message of a stream without video (where any frame is a place to start).
     """
 
-    __slots__ = ("type_id", "timestamp", "payload", "keyframe", "csid", "_size", "_body")
+    __slots__ = ("type_id", "timestamp", "payload", "keyframe", "header", "csid", "_size", "_body")
 
-    def __init__(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool) -> None:
+    def __init__(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool, header: bool = False) -> None:
         self.type_id = type_id
         self.timestamp = timestamp
         self.payload = payload
         self.keyframe = keyframe
+        # Sequence headers and metadata: decoder configuration, not a place to start decoding.
+        self.header = header
         self.csid = _CSID[type_id]
         self._size = 0
         self._body = b""
@@ -148,7 +150,7 @@ class LiveStream:
 
     def set_metadata(self, timestamp: int, payload: bytes) -> None:
         """Store and forward ``onMetaData`` (``payload`` is its AMF0 body: "onMetaData", object)."""
-        frame = Frame(DATA, timestamp, payload, True)
+        frame = Frame(DATA, timestamp, payload, True, True)
         self.metadata = frame
         self._fanout(frame)
 
@@ -160,7 +162,7 @@ class LiveStream:
         key, seq = _video_flags(payload)
         self.bytes_in += len(payload)
         self.frames_in += 1
-        frame = Frame(VIDEO, timestamp, payload, key)
+        frame = Frame(VIDEO, timestamp, payload, key, seq)
         if seq:
             self.video_header = frame
             self.has_video = True
@@ -174,8 +176,9 @@ class LiveStream:
         self.bytes_in += len(payload)
         self.frames_in += 1
         # Without video, every audio frame is a place a player can start.
-        frame = Frame(AUDIO, timestamp, payload, not self.has_video)
-        if _audio_is_sequence_header(payload):
+        seq = _audio_is_sequence_header(payload)
+        frame = Frame(AUDIO, timestamp, payload, not self.has_video, seq)
+        if seq:
             self.audio_header = frame
             self._fanout(frame)
             return

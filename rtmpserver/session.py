@@ -1,0 +1,722 @@
+"""NetConnection and NetStream state for one RTMP connection.
+
+The session is sans-transport: it talks to its connection through a small ``Link`` (write bytes,
+write a sequence, close, flow-control state) that ``rtmpserver.protocol`` implements.  Commands
+go through the session; audio/video/data from a publisher go straight to the hub, never through
+command handling (ARCHITECTURE.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rtmpserver.codec import amf0
+from rtmpserver.codec import messages as m
+from rtmpserver.codec.chunk import CSID_COMMAND, CSID_DATA
+from rtmpserver.codec.connection import RTMPConnection
+from rtmpserver.config import AppConfig, ServerConfig
+from rtmpserver.errors import MessageError
+from rtmpserver.hub import AUDIO, DATA, VIDEO, Frame, Hub, LiveStream
+from rtmpserver.interfaces import IMediaSink, IPublisher
+
+__all__ = ["Session", "Link", "PlayerStream", "PublisherStream"]
+
+_MASK32 = 0xFFFFFFFF
+_SET_DATA_FRAME = amf0.encode("@setDataFrame")
+_ON_METADATA = amf0.encode("onMetaData")
+_SAMPLE_ACCESS = m.data_payload("|RtmpSampleAccess", True, True)
+
+# Enhanced RTMP (veovera enhanced-rtmp v2, "Enhancing NetConnection connect Command"): we forward
+# any codec without looking inside, so we say CanForward (0x04) for all of them with the wildcard.
+_FOURCC_CAN_FORWARD = 0x04
+
+
+class Link(Protocol):
+    """What a session needs from its transport (implemented by ``RTMPServerProtocol``)."""
+
+    paused: bool  # the transport's buffer is full (push-producer pause); players queue instead
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_sequence(self, parts: list) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+    def peer_host(self) -> str: ...
+
+
+def _split_query(name: str) -> tuple[str, dict[str, str]]:
+    """``key?a=1&b=2`` -> ("key", {"a": "1", "b": "2"}): encoders pass tokens this way."""
+    if "?" in name:
+        base, _, query = name.partition("?")
+        return base, dict(parse_qsl(query, keep_blank_values=True))
+    return name, {}
+
+
+def _signed32(v: int) -> int:
+    v &= _MASK32
+    return v - 0x100000000 if v & 0x80000000 else v
+
+
+@implementer(IPublisher)
+class PublisherStream:
+    """A NetStream that publishes into the hub."""
+
+    def __init__(self, session: "Session", stream_id: int, live: LiveStream, name: str, mode: str, args: dict) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.live = live
+        self.name = name
+        self.mode = mode
+        self.args = args
+        self.last_media_time = session.clock.seconds()
+
+    @property
+    def closing(self) -> bool:
+        return self.session.closed
+
+    def evict(self, reason: str) -> None:
+        self.session.evicted(self, reason)
+
+
+@implementer(IMediaSink)
+class PlayerStream:
+    """A NetStream that plays a live stream: rebases timestamps, bounds its backlog, drops and resyncs.
+
+    Timestamps: the player sees ``player_base + (publisher ts - pub_base)`` and never less than
+    the last it was sent, so they start near zero and never go backwards, across publisher
+    restarts too (each restart rebases).
+    """
+
+    _log = Logger()
+
+    def __init__(self, session: "Session", stream_id: int, live: LiveStream, name: str, args: dict) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.live = live
+        self.name = name
+        self.args = args
+        self.app = session.app_config
+        self.writer = session.conn.writer
+        self.receive_audio = True
+        self.receive_video = True
+        self.paused = False
+        self.need_key = True
+        self.playing = False
+        self.pub_base: int | None = None
+        self.player_base = 0
+        self.last_ts = 0
+        self.backlog: deque = deque()
+        self.backlog_bytes = 0
+        self.dropped = 0  # messages dropped because the player could not keep up
+        self.resyncs = 0
+        self.frames_sent = 0
+        self._seen_publish = 0
+
+    # -- IMediaSink ---------------------------------------------------------------------------
+
+    def stream_started(self, live: LiveStream) -> None:
+        if self._seen_publish and self._seen_publish != live.publish_count:
+            self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
+        self._seen_publish = live.publish_count
+        self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
+        self._restart()
+
+    def stream_stopped(self, live: LiveStream) -> None:
+        self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
+        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
+        self.need_key = True
+
+    def frame(self, frame: Frame) -> None:
+        if self.paused:
+            return
+        t = frame.type_id
+        if t == VIDEO:
+            if not self.receive_video:
+                return
+            if self.need_key and not frame.header:
+                if not frame.keyframe:
+                    return
+                self.need_key = False
+        elif t == AUDIO:
+            if not self.receive_audio:
+                return
+            if self.need_key and not frame.header:
+                if self.live.has_video and self.receive_video:
+                    # Hold audio back until video (re)starts at a keyframe, so they start together.
+                    return
+                self.need_key = False
+        self._send(frame)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _restart(self) -> None:
+        """(Re)start from what the stream has cached: metadata, sequence headers, GOP."""
+        self.pub_base = None
+        self.player_base = self.last_ts if self.frames_sent else 0
+        self.need_key = True
+        self.backlog.clear()
+        self.backlog_bytes = 0
+        for frame in self.live.startup_frames():
+            self.frame(frame)
+
+    def _timestamp(self, frame: Frame) -> int:
+        if frame.header and self.pub_base is None:
+            # Configuration before the first frame: its publisher timestamp may be far from the
+            # GOP's (metadata is often sent at 0), so it is not a base to rebase on.
+            return self.player_base
+        if self.pub_base is None:
+            self.pub_base = frame.timestamp
+        ts = self.player_base + _signed32(frame.timestamp - self.pub_base)
+        if ts < self.last_ts:
+            ts = self.last_ts
+        return ts
+
+    def _send(self, frame: Frame) -> None:
+        ts = self._timestamp(frame)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        link = self.session.link
+        if self.backlog or link.paused:
+            self._enqueue(frame, ts)
+            return
+        self._write(frame, ts)
+
+    def _write(self, frame: Frame, ts: int) -> None:
+        header, ext = self.writer.header(frame.csid, ts, frame.type_id, self.stream_id, len(frame.payload))
+        body = frame.body(self.writer.chunk_size) if ext is None else _body_ext(frame, self.writer.chunk_size, ext)
+        self.session.write_media(header, body)
+        self.frames_sent += 1
+
+    def _enqueue(self, frame: Frame, ts: int) -> None:
+        self.backlog.append((frame, ts))
+        self.backlog_bytes += len(frame.payload)
+        app = self.app
+        span_ms = self.backlog[-1][1] - self.backlog[0][1]
+        if self.backlog_bytes > app.player_backlog_bytes or span_ms > app.player_backlog_time * 1000:
+            # Too far behind: drop what is queued and start again at the next keyframe. The
+            # publisher and the other players never wait for this one (ARCHITECTURE.md).
+            self.dropped += len(self.backlog)
+            self.resyncs += 1
+            self._log.info(
+                "player {peer} of {app}/{name} fell behind ({nbytes} bytes, {span} ms queued): "
+                "dropped {count} messages, waiting for a keyframe",
+                peer=self.session.peer, app=self.live.app, name=self.name, nbytes=self.backlog_bytes,
+                span=span_ms, count=len(self.backlog),
+            )
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            self.need_key = True
+
+    def flush(self) -> None:
+        """The transport drained: send what is queued until it is full again."""
+        link = self.session.link
+        backlog = self.backlog
+        while backlog and not link.paused:
+            frame, ts = backlog.popleft()
+            self.backlog_bytes -= len(frame.payload)
+            self._write(frame, ts)
+
+    def rewind_to_live(self) -> None:
+        """Unpause / seek on a live stream: resume from the cached GOP, timestamps still monotonic."""
+        if self.live.active:
+            self.pub_base = None
+            self.player_base = self.last_ts
+            self.need_key = True
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            for frame in self.live.gop:
+                self.frame(frame)
+
+    def close(self) -> None:
+        self.live.remove_sink(self)
+        self.backlog.clear()
+        self.backlog_bytes = 0
+        self.session.dropped_total += self.dropped
+        self.session.resyncs_total += self.resyncs
+        self.dropped = self.resyncs = 0
+
+
+def _body_ext(frame: Frame, chunk_size: int, ext: bytes) -> bytes:
+    """Continuation bytes when this player's timestamp needs the extended field (after 4.66 h)."""
+    from rtmpserver.codec.chunk import continuation
+
+    return continuation(frame.payload, chunk_size, frame.csid, ext)
+
+
+class Session:
+    """One RTMP connection's NetConnection and its NetStreams."""
+
+    _log = Logger()
+
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", random_bytes=None) -> None:
+        self.link = link
+        self.config = config
+        self.limits = config.limits
+        self.hub = hub
+        self.clock = clock
+        self.peer = peer
+        self.started = clock.seconds()
+        kw: dict[str, Any] = {}
+        if random_bytes is not None:
+            kw["random_bytes"] = random_bytes
+        started = self.started
+        self.conn = RTMPConnection(
+            server=True,
+            max_message_size=self.limits.max_message_size,
+            max_partial_bytes=self.limits.max_partial_bytes,
+            max_partial_csids=self.limits.max_partial_csids,
+            max_amf_depth=self.limits.max_amf_depth,
+            uptime_ms=lambda: int((clock.seconds() - started) * 1000),
+            **kw,
+        )
+        self.app: str | None = None
+        self.app_config: AppConfig | None = None
+        self.connect_params: dict = {}
+        self.amf3 = False
+        self.streams: dict[int, Any] = {}  # stream id -> None (created) / PublisherStream / PlayerStream
+        self._next_stream_id = 1
+        self.closed = False
+        self.close_reason = ""
+        self.roles: set[str] = set()
+        self.stream_names: set[str] = set()
+        self.last_ping_sent = 0.0
+        self.media_bytes_out = 0
+        self.dropped_total = 0  # messages players of this connection dropped because they lagged
+        self.resyncs_total = 0
+
+    # -- input ------------------------------------------------------------------------------
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.conn.handshake_complete
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes; raises RemoteProtocolError on garbage (the protocol closes us)."""
+        for msg in self.conn.receive_data(data):
+            if self.closed:
+                break
+            t = type(msg)
+            if t is m.AudioMessage or t is m.VideoMessage or t is m.DataMessage:
+                self._media(msg)
+            elif t is m.CommandMessage:
+                self._command(msg)
+            elif t is m.UserControl:
+                self._user_control(msg)
+            # SetChunkSize/Abort were applied by the reader; Ack/WindowAck/PeerBandwidth need nothing.
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.link.write(data)
+
+    def write_media(self, header: bytes, body: bytes) -> None:
+        if self.conn._out:
+            self.flush()
+        self.media_bytes_out += len(header) + len(body)
+        self.link.write_sequence([header, body])
+
+    # -- output helpers ---------------------------------------------------------------------
+
+    def send_user_control(self, msg: m.UserControl) -> None:
+        self.conn.send(msg)
+        self.flush()
+
+    def command(self, name: str, tid: float, obj: Any = None, *args: Any, stream_id: int = 0) -> None:
+        self.conn.send(m.CommandMessage(stream_id, name, tid, obj, list(args), amf3=self.amf3))
+        self.flush()
+
+    def status(self, stream_id: int, level: str, code: str, description: str, **extra: Any) -> None:
+        info = {"level": level, "code": code, "description": description}
+        info.update(extra)
+        self.command("onStatus", 0, None, info, stream_id=stream_id)
+
+    def _error(self, tid: float, code: str, description: str) -> None:
+        self.command("_error", tid, None, {"level": "error", "code": code, "description": description})
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.close_reason = reason
+            self.flush()
+            self.link.close(reason)
+
+    # -- media ------------------------------------------------------------------------------
+
+    def _media(self, msg) -> None:
+        stream = self.streams.get(msg.stream_id)
+        if type(stream) is not PublisherStream:
+            # Media on a stream that is not publishing: ignore, as FMS does, but don't let it pass.
+            return
+        stream.last_media_time = self.clock.seconds()
+        live = stream.live
+        t = type(msg)
+        if t is m.VideoMessage:
+            live.video(msg.timestamp, msg.payload)
+        elif t is m.AudioMessage:
+            live.audio(msg.timestamp, msg.payload)
+        else:
+            values = msg.values
+            if msg.amf3:
+                return
+            if values and values[0] == "@setDataFrame":
+                # The publisher asks us to store this data frame; players get it as "onMetaData".
+                if len(values) >= 3 and values[1] == "onMetaData":
+                    live.set_metadata(msg.timestamp, msg.payload[len(_SET_DATA_FRAME):])
+                return
+            if values and values[0] == "onMetaData":
+                live.set_metadata(msg.timestamp, msg.payload)
+                return
+            if values and values[0] == "@clearDataFrame":
+                live.metadata = None
+                return
+            live.data(msg.timestamp, msg.payload)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _command(self, cmd: m.CommandMessage) -> None:
+        name = cmd.name
+        if self.app is None and name != "connect":
+            if name in ("_result", "_error", "onStatus"):
+                return
+            raise MessageError(f"command {name!r} before connect")
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            if name in ("_result", "_error", "onStatus", "onBWDone", "_checkbw_result"):
+                return
+            if cmd.transaction_id:
+                self._error(cmd.transaction_id, "NetConnection.Call.Failed", f"Method not found ({name}).")
+            return
+        handler(self, cmd)
+
+    def _connect(self, cmd: m.CommandMessage) -> None:
+        if self.app is not None:
+            raise MessageError("second connect on one connection")
+        obj = cmd.command_object if isinstance(cmd.command_object, dict) else {}
+        app = obj.get("app")
+        if not isinstance(app, str):
+            raise MessageError("connect without an app name")
+        app_name, args = _split_query(app)
+        app_name = app_name.strip("/")
+        self.connect_params = dict(obj)
+        self.connect_params["args"] = args
+        self.amf3 = cmd.amf3
+        encoding = obj.get("objectEncoding", 0)
+        app_config = self.config.apps.get(app_name)
+        if app_config is None:
+            self._log.info("connect from {peer} to unknown app {app!r} rejected", peer=self.peer, app=app_name)
+            self._error(cmd.transaction_id, "NetConnection.Connect.Rejected", f"No such application: {app_name}")
+            self.close(f"unknown app {app_name!r}")
+            return
+        self.app = app_name
+        self.app_config = app_config
+        c = self.conn
+        c.send(m.WindowAcknowledgementSize(self.config.window_ack_size))
+        c.send(m.SetPeerBandwidth(self.config.peer_bandwidth, 2))
+        c.send(m.SetChunkSize(self.config.out_chunk_size))
+        props: dict[str, Any] = {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0}
+        if any(k in obj for k in ("fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx")):
+            # Enhanced RTMP: we forward every codec untouched (HEVC, AV1, VP9, Opus...).
+            fourccs = obj.get("fourCcList")
+            if isinstance(fourccs, list):
+                props["fourCcList"] = [f for f in fourccs if isinstance(f, str)]
+            props["videoFourCcInfoMap"] = {"*": float(_FOURCC_CAN_FORWARD)}
+            props["audioFourCcInfoMap"] = {"*": float(_FOURCC_CAN_FORWARD)}
+            props["capsEx"] = 0.0
+        info = {
+            "level": "status",
+            "code": "NetConnection.Connect.Success",
+            "description": "Connection succeeded.",
+            "objectEncoding": float(encoding) if isinstance(encoding, (int, float)) and not isinstance(encoding, bool) else 0.0,
+        }
+        self.command("_result", cmd.transaction_id, props, info)
+
+    def _create_stream(self, cmd: m.CommandMessage) -> None:
+        if len(self.streams) >= self.limits.max_streams_per_connection:
+            self._error(cmd.transaction_id, "NetConnection.Call.Failed", "Too many streams on this connection.")
+            return
+        sid = self._next_stream_id
+        self._next_stream_id += 1
+        self.streams[sid] = None
+        self.command("_result", cmd.transaction_id, None, float(sid))
+
+    def _release_stream(self, cmd: m.CommandMessage) -> None:
+        if cmd.transaction_id:
+            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
+
+    def _fc_publish(self, cmd: m.CommandMessage) -> None:
+        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
+        self.command("onFCPublish", 0, None, {"code": "NetStream.Publish.Start", "description": name})
+        if cmd.transaction_id:
+            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
+
+    def _fc_unpublish(self, cmd: m.CommandMessage) -> None:
+        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
+        self.command("onFCUnpublish", 0, None, {"code": "NetStream.Unpublish.Success", "description": name})
+        if cmd.transaction_id:
+            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
+
+    def _fc_subscribe(self, cmd: m.CommandMessage) -> None:
+        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
+        self.command("onFCSubscribe", 0, None, {"code": "NetStream.Play.Start", "description": name})
+
+    def _get_stream_length(self, cmd: m.CommandMessage) -> None:
+        self.command("_result", cmd.transaction_id, None, 0.0)
+
+    def _checkbw(self, cmd: m.CommandMessage) -> None:
+        if cmd.transaction_id:
+            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
+
+    def _delete_stream(self, cmd: m.CommandMessage) -> None:
+        sid = cmd.arguments[0] if cmd.arguments else None
+        if isinstance(sid, float) and sid.is_integer() and int(sid) in self.streams:
+            self._close_stream(int(sid), "deleteStream")
+            del self.streams[int(sid)]
+
+    def _close_stream_cmd(self, cmd: m.CommandMessage) -> None:
+        if cmd.stream_id in self.streams:
+            self._close_stream(cmd.stream_id, "closeStream")
+            self.streams[cmd.stream_id] = None
+
+    def _check_stream(self, cmd: m.CommandMessage) -> bool:
+        if cmd.stream_id not in self.streams:
+            raise MessageError(f"{cmd.name} on stream {cmd.stream_id}, which was never created")
+        return True
+
+    def _stream_name(self, cmd: m.CommandMessage, code: str) -> tuple[str, dict] | None:
+        raw = cmd.arguments[0] if cmd.arguments else None
+        if not isinstance(raw, str):
+            self.status(cmd.stream_id, "error", code, f"{cmd.name} without a stream name")
+            return None
+        name, args = _split_query(raw)
+        problem = None
+        if not name:
+            problem = "empty stream name"
+        elif len(name.encode("utf-8", "surrogatepass")) > self.limits.max_stream_name_length:
+            problem = f"stream name longer than {self.limits.max_stream_name_length} bytes"
+        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            problem = "control character in stream name"
+        if problem:
+            self._log.info("{peer}: {cmd} refused: {problem}", peer=self.peer, cmd=cmd.name, problem=problem)
+            self.status(cmd.stream_id, "error", code, problem)
+            return None
+        return name, args
+
+    def _publish(self, cmd: m.CommandMessage) -> None:
+        self._check_stream(cmd)
+        sid = cmd.stream_id
+        if self.streams[sid] is not None:
+            self.status(sid, "error", "NetStream.Publish.BadName", "Stream is already in use on this NetStream.")
+            return
+        parsed = self._stream_name(cmd, "NetStream.Publish.BadName")
+        if parsed is None:
+            return
+        name, args = parsed
+        mode = cmd.arguments[1] if len(cmd.arguments) > 1 and isinstance(cmd.arguments[1], str) else "live"
+        app = self.app_config
+        live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+        current = live.publisher
+        if current is not None:
+            if not self._may_take_over(current):
+                self._log.info(
+                    "{peer}: publish {app}/{name} refused: already publishing from {other}",
+                    peer=self.peer, app=self.app, name=name, other=getattr(getattr(current, "session", None), "peer", "?"),
+                )
+                self.status(sid, "error", "NetStream.Publish.BadName", f"{name} is already being published.")
+                self.hub._maybe_discard(live)
+                return
+            self._log.info("{peer}: publish {app}/{name} takes over from a stale publisher", peer=self.peer, app=self.app, name=name)
+            live.stop()
+            current.evict("taken over by a new publisher")
+            live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+        pub = PublisherStream(self, sid, live, name, mode, args)
+        self.streams[sid] = pub
+        self.roles.add("publisher")
+        self.stream_names.add(name)
+        live.start(pub, self.clock.seconds())
+        self.send_user_control(m.UserControl.stream_begin(sid))
+        self.status(sid, "status", "NetStream.Publish.Start", f"{name} is now published.", details=name)
+
+    def _may_take_over(self, current) -> bool:
+        policy = self.app_config.publisher_clash
+        if policy == "takeover":
+            return True
+        if policy == "reject":
+            return False
+        idle = self.clock.seconds() - current.last_media_time
+        return current.closing or idle >= self.app_config.publisher_stale_timeout
+
+    def _play(self, cmd: m.CommandMessage) -> None:
+        self._check_stream(cmd)
+        sid = cmd.stream_id
+        if self.streams[sid] is not None:
+            # A second play on the same NetStream replaces the first (Flash does this on reconnect).
+            self._close_stream(sid, "play again")
+            self.streams[sid] = None
+        parsed = self._stream_name(cmd, "NetStream.Play.StreamNotFound")
+        if parsed is None:
+            return
+        name, args = parsed
+        reset = cmd.arguments[3] if len(cmd.arguments) > 3 and isinstance(cmd.arguments[3], bool) else True
+        self._start_play(sid, name, args, reset)
+
+    def _start_play(self, sid: int, name: str, args: dict, reset: bool) -> None:
+        app = self.app_config
+        live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+        player = PlayerStream(self, sid, live, name, args)
+        self.streams[sid] = player
+        self.roles.add("player")
+        self.stream_names.add(name)
+        # Order players expect (PROTOCOL.md): StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess,
+        # then metadata, sequence headers and media from a keyframe.
+        self.send_user_control(m.UserControl.stream_begin(sid))
+        if reset:
+            self.status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name)
+        self.status(sid, "status", "NetStream.Play.Start", f"Started playing {name}.", details=name)
+        self.conn.send_raw(18, _SAMPLE_ACCESS, stream_id=sid, csid=CSID_DATA)
+        self.flush()
+        player.playing = True
+        live.add_sink(player)
+
+    def _play2(self, cmd: m.CommandMessage) -> None:
+        self._check_stream(cmd)
+        params = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], dict) else {}
+        new = params.get("streamName")
+        if not isinstance(new, str):
+            self.status(cmd.stream_id, "error", "NetStream.Play.Failed", "play2 without streamName")
+            return
+        fake = m.CommandMessage(cmd.stream_id, "play", 0, None, [new, -2.0, -1.0, False])
+        self.status(cmd.stream_id, "status", "NetStream.Play.Transition", f"Transitioned to {new}.", details=new)
+        if self.streams.get(cmd.stream_id) is not None:
+            self._close_stream(cmd.stream_id, "play2")
+            self.streams[cmd.stream_id] = None
+        parsed = self._stream_name(fake, "NetStream.Play.StreamNotFound")
+        if parsed is not None:
+            self._start_play(cmd.stream_id, parsed[0], parsed[1], False)
+
+    def _player(self, cmd: m.CommandMessage) -> PlayerStream | None:
+        self._check_stream(cmd)
+        s = self.streams[cmd.stream_id]
+        return s if type(s) is PlayerStream else None
+
+    def _pause(self, cmd: m.CommandMessage) -> None:
+        p = self._player(cmd)
+        if p is None:
+            return
+        flag = cmd.arguments[0] if cmd.arguments else True
+        if flag:
+            p.paused = True
+            p.backlog.clear()
+            p.backlog_bytes = 0
+            self.status(cmd.stream_id, "status", "NetStream.Pause.Notify", f"Paused {p.name}.", details=p.name)
+        else:
+            p.paused = False
+            self.status(cmd.stream_id, "status", "NetStream.Unpause.Notify", f"Unpaused {p.name}.", details=p.name)
+            p.rewind_to_live()
+
+    def _seek(self, cmd: m.CommandMessage) -> None:
+        p = self._player(cmd)
+        if p is None:
+            return
+        # A live stream cannot seek: acknowledge and resume from the latest keyframe.
+        self.status(cmd.stream_id, "status", "NetStream.Seek.Notify", f"Seeking {p.name} (live: resuming at a keyframe).", details=p.name)
+        self.status(cmd.stream_id, "status", "NetStream.Play.Start", f"Started playing {p.name}.", details=p.name)
+        p.rewind_to_live()
+
+    def _receive_av(self, cmd: m.CommandMessage) -> None:
+        p = self._player(cmd)
+        if p is None:
+            return
+        flag = bool(cmd.arguments[0]) if cmd.arguments else True
+        if cmd.name == "receiveAudio":
+            p.receive_audio = flag
+        else:
+            if flag and not p.receive_video:
+                p.need_key = True
+            p.receive_video = flag
+
+    # -- user control -------------------------------------------------------------------------
+
+    def _user_control(self, msg: m.UserControl) -> None:
+        if msg.event == m.UserControlEvent.PING_REQUEST:
+            self.conn.send(m.UserControl.ping_response(msg.value))
+        # PingResponse, SetBufferLength: nothing to do beyond having received bytes.
+
+    def ping(self) -> None:
+        self.last_ping_sent = self.clock.seconds()
+        self.conn.send(m.UserControl.ping_request(int((self.last_ping_sent - self.started) * 1000)))
+        self.flush()
+
+    # -- stream teardown ----------------------------------------------------------------------
+
+    def _close_stream(self, sid: int, why: str) -> None:
+        s = self.streams.get(sid)
+        if s is None:
+            return
+        if type(s) is PublisherStream:
+            if s.live.publisher is s:
+                s.live.stop()
+                if not self.closed:
+                    self.status(sid, "status", "NetStream.Unpublish.Success", f"{s.name} is now unpublished.", details=s.name)
+        elif type(s) is PlayerStream:
+            s.close()
+            if not self.closed and why == "closeStream":
+                self.status(sid, "status", "NetStream.Play.Stop", f"Stopped playing {s.name}.", details=s.name)
+
+    def evicted(self, pub: PublisherStream, reason: str) -> None:
+        """Another publisher took our stream over (publisher_clash)."""
+        self.streams[pub.stream_id] = None
+        if not self.closed:
+            self.status(pub.stream_id, "error", "NetStream.Publish.BadName", reason)
+            self.close(reason)
+
+    def transport_resumed(self) -> None:
+        for s in list(self.streams.values()):
+            if type(s) is PlayerStream and s.backlog:
+                s.flush()
+
+    def shutdown(self) -> None:
+        """Server shutdown: players get StreamEOF + UnpublishNotify, then we close."""
+        for sid, s in list(self.streams.items()):
+            if type(s) is PlayerStream:
+                self.send_user_control(m.UserControl.stream_eof(sid))
+                self.status(sid, "status", "NetStream.Play.UnpublishNotify", f"{s.name} is now unpublished (server shutdown).")
+        self.close("server shutdown")
+
+    def connection_lost(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.close_reason:
+            self.close_reason = reason
+        for sid in list(self.streams):
+            self._close_stream(sid, "connection lost")
+        self.streams.clear()
+
+
+_COMMANDS = {
+    "connect": Session._connect,
+    "createStream": Session._create_stream,
+    "releaseStream": Session._release_stream,
+    "FCPublish": Session._fc_publish,
+    "FCUnpublish": Session._fc_unpublish,
+    "FCSubscribe": Session._fc_subscribe,
+    "getStreamLength": Session._get_stream_length,
+    "_checkbw": Session._checkbw,
+    "deleteStream": Session._delete_stream,
+    "closeStream": Session._close_stream_cmd,
+    "publish": Session._publish,
+    "play": Session._play,
+    "play2": Session._play2,
+    "pause": Session._pause,
+    "pauseRaw": Session._pause,
+    "seek": Session._seek,
+    "receiveAudio": Session._receive_av,
+    "receiveVideo": Session._receive_av,
+}

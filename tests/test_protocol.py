@@ -1,0 +1,481 @@
+"""Server protocol and session over StringTransport with an injected clock (house rule 6).
+
+A client-side ``RTMPConnection`` (our own sans-IO codec) plays publisher and player; captured
+FFmpeg traffic is replayed byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from rtmpserver import config as configmod
+from rtmpserver.codec import amf0
+from rtmpserver.codec import messages as m
+from rtmpserver.codec.connection import RTMPConnection
+from rtmpserver.protocol import RTMPServerFactory
+
+DATA = Path(__file__).parent / "data"
+
+AVC_SEQ = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1"
+AAC_SEQ = b"\xaf\x00\x12\x10"
+
+
+def key(n=300):
+    return b"\x17\x01\x00\x00\x00" + b"K" * n
+
+
+def inter(n=100):
+    return b"\x27\x01\x00\x00\x00" + b"i" * n
+
+
+def aac(n=20):
+    return b"\xaf\x01" + b"a" * n
+
+
+def make_config(extra_app="", extra_limits="", server_extra=""):
+    text = f"""
+[server]
+listen = tcp:0:interface=127.0.0.1
+{server_extra}
+[limits]
+{extra_limits}
+[app:live]
+{extra_app}
+"""
+    return configmod.parse(text, "test.ini")
+
+
+class Peer:
+    """One client connection: our client codec wired to a server protocol on a StringTransport."""
+
+    def __init__(self, factory, host="127.0.0.1", port=None):
+        self.factory = factory
+        self.proto = factory.buildProtocol(IPv4Address("TCP", host, port or random.randint(1024, 65000)))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 5000))
+        if self.proto is not None:
+            self.proto.makeConnection(self.transport)
+        self.client = RTMPConnection(server=False)
+        self.client.initiate()
+        self.received: list = []
+        self.tid = 1.0
+
+    def pump(self):
+        for _ in range(10):
+            out = self.client.data_to_send()
+            if out:
+                self.proto.dataReceived(out)
+            back = self.transport.value()
+            self.transport.clear()
+            if back:
+                self.received.extend(self.client.receive_data(back))
+            if not out and not back:
+                break
+        return self.received
+
+    def take(self):
+        self.pump()
+        got, self.received = self.received, []
+        return got
+
+    def call(self, name, obj=None, *args, stream_id=0):
+        self.tid += 1
+        self.client.send_command(name, self.tid, obj, *args, stream_id=stream_id)
+        self.pump()
+        return self.tid
+
+    def connect(self, app="live", **extra):
+        self.pump()  # handshake
+        obj = {"app": app, "tcUrl": f"rtmp://127.0.0.1/{app}", "flashVer": "FMLE/3.0", **extra}
+        self.client.send_command("connect", 1, obj)
+        self.pump()
+        return self.take()
+
+    def create_stream(self):
+        tid = self.call("createStream")
+        res = [x for x in self.take() if isinstance(x, m.CommandMessage) and x.name == "_result" and x.transaction_id == tid]
+        return int(res[0].arguments[0])
+
+    def publish(self, name="s"):
+        self.connect()
+        sid = self.create_stream()
+        self.call("publish", None, name, "live", stream_id=sid)
+        return sid, self.take()
+
+    def play(self, name="s"):
+        self.connect()
+        sid = self.create_stream()
+        self.call("play", None, name, -2.0, stream_id=sid)
+        return sid, self.take()
+
+    def send_media(self, sid, kind, ts, payload):
+        cls = m.VideoMessage if kind == "v" else m.AudioMessage
+        self.client.send(cls(ts, sid, payload))
+        self.pump()
+
+    def send_metadata(self, sid, meta=None):
+        payload = amf0.encode("@setDataFrame", "onMetaData", meta or {"width": 320.0, "height": 240.0})
+        self.client.send(m.DataMessage(0, sid, [], payload))
+        self.pump()
+
+    @property
+    def closed(self):
+        return self.transport.disconnecting or getattr(self.transport, "disconnected", False)
+
+    def lose(self):
+        from twisted.python.failure import Failure
+        from twisted.internet.error import ConnectionDone
+
+        self.proto.connectionLost(Failure(ConnectionDone()))
+
+
+def statuses(msgs):
+    return [x.arguments[0]["code"] for x in msgs if isinstance(x, m.CommandMessage) and x.name == "onStatus"]
+
+
+def media(msgs):
+    return [x for x in msgs if isinstance(x, (m.AudioMessage, m.VideoMessage))]
+
+
+@pytest.fixture
+def factory():
+    f = RTMPServerFactory(make_config(), Clock())
+    f.startFactory()
+    yield f
+    f.stopFactory()
+
+
+def test_connect_answers_with_window_bandwidth_chunk_size_and_result(factory):
+    p = Peer(factory)
+    got = p.connect()
+    kinds = [type(x).__name__ for x in got]
+    assert kinds[:3] == ["WindowAcknowledgementSize", "SetPeerBandwidth", "SetChunkSize"]
+    res = got[3]
+    assert res.name == "_result" and res.transaction_id == 1
+    assert res.command_object["fmsVer"].startswith("FMS/")
+    assert res.arguments[0]["code"] == "NetConnection.Connect.Success"
+    assert p.client.reader.chunk_size == factory.config.out_chunk_size
+
+
+def test_connect_echoes_object_encoding_and_enhanced_rtmp_capabilities(factory):
+    p = Peer(factory)
+    got = p.connect(objectEncoding=3.0, fourCcList=["av01", "vp09", "hvc1"])
+    res = [x for x in got if isinstance(x, m.CommandMessage)][0]
+    assert res.arguments[0]["objectEncoding"] == 3.0
+    assert res.command_object["fourCcList"] == ["av01", "vp09", "hvc1"]
+    assert res.command_object["videoFourCcInfoMap"] == {"*": 4.0}
+
+
+def test_amf3_connect_is_answered_in_kind(factory):
+    p = Peer(factory)
+    p.pump()
+    p.client.send(m.CommandMessage(0, "connect", 1, {"app": "live", "objectEncoding": 3.0}, [], amf3=True))
+    p.pump()
+    res = [x for x in p.take() if isinstance(x, m.CommandMessage)][0]
+    assert res.amf3 and res.name == "_result"
+
+
+def test_unknown_app_is_rejected_and_closed(factory):
+    p = Peer(factory)
+    got = p.connect(app="nope")
+    err = [x for x in got if isinstance(x, m.CommandMessage)][0]
+    assert err.name == "_error" and err.arguments[0]["code"] == "NetConnection.Connect.Rejected"
+    assert p.closed
+
+
+def test_unknown_command_with_transaction_id_gets_error(factory):
+    p = Peer(factory)
+    p.connect()
+    tid = p.call("noSuchMethod")
+    err = [x for x in p.take() if isinstance(x, m.CommandMessage)][0]
+    assert err.name == "_error" and err.transaction_id == tid
+    assert err.arguments[0]["code"] == "NetConnection.Call.Failed"
+
+
+def test_publish_then_play_delivers_metadata_headers_gop_in_order(factory):
+    pub = Peer(factory)
+    sid, got = pub.publish("cam")
+    assert statuses(got) == ["NetStream.Publish.Start"]
+    pub.send_metadata(sid)
+    pub.send_media(sid, "v", 0, AVC_SEQ)
+    pub.send_media(sid, "a", 0, AAC_SEQ)
+    pub.send_media(sid, "v", 1000, key())
+    pub.send_media(sid, "a", 1010, aac())
+    pub.send_media(sid, "v", 1033, inter())
+
+    player = Peer(factory)
+    psid, got = player.play("cam")
+    assert statuses(got) == ["NetStream.Play.Reset", "NetStream.Play.Start"]
+    data = [x for x in got if isinstance(x, m.DataMessage)]
+    assert data[0].values == ["|RtmpSampleAccess", True, True]
+    assert data[1].values[0] == "onMetaData" and data[1].values[1]["width"] == 320.0
+    av = media(got)
+    assert [x.payload for x in av] == [AVC_SEQ, AAC_SEQ, key(), aac(), inter()]
+    # Timestamps start at zero for the joiner and keep the publisher's spacing.
+    assert [x.timestamp for x in av] == [0, 0, 0, 10, 33]
+    assert all(x.stream_id == psid for x in av)
+
+    pub.send_media(sid, "v", 1066, inter(50))
+    assert [(x.timestamp, x.payload) for x in media(player.pump())] == [(66, inter(50))]
+
+
+def test_player_waiting_before_publisher_starts_at_first_keyframe(factory):
+    player = Peer(factory)
+    psid, got = player.play("later")
+    assert statuses(got) == ["NetStream.Play.Reset", "NetStream.Play.Start"]
+    pub = Peer(factory)
+    sid, _ = pub.publish("later")
+    pub.send_media(sid, "v", 5000, AVC_SEQ)
+    pub.send_media(sid, "v", 5000, inter())  # not a keyframe: the player must not get it
+    pub.send_media(sid, "v", 5033, key())
+    got = player.take()
+    av = media(got)
+    assert [x.payload for x in av] == [AVC_SEQ, key()]
+    assert av[-1].timestamp < 100
+
+
+def test_publisher_leaves_and_returns_players_stay_and_timestamps_stay_monotonic(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    player.play("s")
+    pub.send_media(sid, "v", 0, AVC_SEQ)
+    pub.send_media(sid, "v", 0, key())
+    pub.send_media(sid, "v", 2000, key())
+    player.pump()
+    first = media(player.take())
+    assert [x.timestamp for x in first] == [0, 0, 2000]
+    pub.call("deleteStream", None, float(sid))
+    got = player.pump() and player.take()
+    assert "NetStream.Play.UnpublishNotify" in statuses(got)
+    # A new publisher whose clock starts again at 0.
+    pub2 = Peer(factory)
+    sid2, _ = pub2.publish("s")
+    pub2.send_media(sid2, "v", 0, AVC_SEQ)
+    pub2.send_media(sid2, "v", 0, key())
+    pub2.send_media(sid2, "v", 40, inter())
+    got = player.take()
+    assert "NetStream.Play.PublishNotify" in statuses(got)
+    ts = [x.timestamp for x in media(got)]
+    assert ts == sorted(ts) and ts[0] >= 2000
+
+
+def test_second_publisher_is_refused_while_first_keeps_flowing(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    pub.send_media(sid, "v", 0, key())
+    other = Peer(factory)
+    osid, got = other.publish("s")
+    assert statuses(got) == ["NetStream.Publish.BadName"]
+    player = Peer(factory)
+    player.play("s")
+    pub.send_media(sid, "v", 33, key())
+    assert [x.payload for x in media(player.take())][-1] == key()
+    assert not pub.closed
+
+
+def test_stale_publisher_is_taken_over_in_auto_mode(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    pub.send_media(sid, "v", 0, key())
+    factory.clock.advance(factory.config.apps["live"].publisher_stale_timeout + 1)
+    new = Peer(factory)
+    nsid, got = new.publish("s")
+    assert statuses(got) == ["NetStream.Publish.Start"]
+    assert pub.closed
+
+
+def test_reject_policy_never_takes_over():
+    f = RTMPServerFactory(make_config(extra_app="publisher_clash = reject"), Clock())
+    pub = Peer(f)
+    pub.publish("s")
+    f.clock.advance(1000)
+    _, got = Peer(f).publish("s")
+    assert statuses(got) == ["NetStream.Publish.BadName"]
+
+
+def test_killed_publisher_can_republish_at_once(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    pub.lose()
+    _, got = Peer(factory).publish("s")
+    assert statuses(got) == ["NetStream.Publish.Start"]
+
+
+def test_slow_player_drops_inter_frames_and_resyncs_at_keyframe():
+    f = RTMPServerFactory(make_config(extra_app="player_backlog_bytes = 2000\nplayer_backlog_time = 100"), Clock())
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    fast, slow = Peer(f), Peer(f)
+    fast.play("s")
+    slow.play("s")
+    pub.send_media(sid, "v", 0, key())
+    fast.take()
+    slow.take()
+    slow.proto.pauseProducing()  # its socket buffer is full
+    for i in range(1, 40):
+        pub.send_media(sid, "v", i * 33, inter(200))
+    # The fast player got everything, the publisher was never held up.
+    assert len(media(fast.take())) == 39
+    player_stream = [s for s in slow.proto.session.streams.values() if s is not None][0]
+    assert player_stream.dropped > 0 and player_stream.resyncs > 0
+    assert player_stream.backlog_bytes <= 2000 + 300
+    slow.proto.resumeProducing()
+    slow.pump()
+    slow.take()
+    pub.send_media(sid, "v", 2000, inter())  # still waiting for a keyframe
+    assert media(slow.take()) == []
+    pub.send_media(sid, "v", 2033, key())
+    got = media(slow.take())
+    assert [x.payload for x in got] == [key()]
+
+
+def test_garbage_closes_only_that_connection(factory):
+    good = Peer(factory)
+    sid, _ = good.publish("s")
+    bad = Peer(factory)
+    bad.proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert bad.closed
+    assert not good.closed
+    good.send_media(sid, "v", 0, key())
+    assert factory.stats["protocol_errors"] == 1
+
+
+def test_oversized_message_closes_connection():
+    f = RTMPServerFactory(make_config(extra_limits="max_message_size = 1000"), Clock())
+    p = Peer(f)
+    sid, _ = p.publish("s")
+    p.client.send(m.VideoMessage(0, sid, b"\x17" * 2000))
+    p.pump()
+    assert p.closed
+
+
+def test_handshake_timeout():
+    f = RTMPServerFactory(make_config(extra_limits="handshake_timeout = 5"), Clock())
+    f.startFactory()
+    p = Peer(f)
+    p.proto.dataReceived(b"\x03" + b"\x00" * 100)  # C1 incomplete
+    f.clock.advance(6)
+    assert p.closed
+
+
+def test_idle_peer_is_pinged_then_closed():
+    f = RTMPServerFactory(make_config(extra_limits="idle_timeout = 20\nping_interval = 5"), Clock())
+    f.startFactory()
+    p = Peer(f)
+    p.connect()
+    p.take()
+    for _ in range(6):
+        f.clock.advance(1)
+    p.pump()
+    pings = [x for x in p.take() if isinstance(x, m.UserControl) and x.event == m.UserControlEvent.PING_REQUEST]
+    assert pings
+    for _ in range(25):
+        f.clock.advance(1)
+    assert p.closed
+
+
+def test_connections_per_ip_limit():
+    f = RTMPServerFactory(make_config(extra_limits="max_connections_per_ip = 2"), Clock())
+    a, b = Peer(f, "10.0.0.1"), Peer(f, "10.0.0.1")
+    assert a.proto is not None and b.proto is not None
+    assert Peer(f, "10.0.0.1").proto is None
+    assert Peer(f, "10.0.0.2").proto is not None
+    a.lose()
+    assert Peer(f, "10.0.0.1").proto is not None
+
+
+def test_streams_per_connection_limit():
+    f = RTMPServerFactory(make_config(extra_limits="max_streams_per_connection = 2"), Clock())
+    p = Peer(f)
+    p.connect()
+    p.create_stream()
+    p.create_stream()
+    tid = p.call("createStream")
+    err = [x for x in p.take() if isinstance(x, m.CommandMessage)][0]
+    assert err.name == "_error" and err.transaction_id == tid
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "x" * 300])
+def test_bad_stream_names_are_refused(factory, name):
+    p = Peer(factory)
+    p.connect()
+    sid = p.create_stream()
+    p.call("publish", None, name, "live", stream_id=sid)
+    assert statuses(p.take()) == ["NetStream.Publish.BadName"]
+
+
+def test_stream_key_query_is_not_part_of_the_name(factory):
+    pub = Peer(factory)
+    pub.publish("cam?token=abc")
+    assert factory.hub.get("live", "cam") is not None
+
+
+def test_shutdown_tells_players_and_closes_everyone(factory):
+    pub = Peer(factory)
+    pub.publish("s")
+    player = Peer(factory)
+    player.play("s")
+    d = factory.shutdown()
+    player.pump()
+    got = player.take()
+    assert any(isinstance(x, m.UserControl) and x.event == m.UserControlEvent.STREAM_EOF for x in got)
+    assert "NetStream.Play.UnpublishNotify" in statuses(got)
+    assert pub.closed and player.closed
+    fired = []
+    d.addCallback(fired.append)
+    pub.lose()
+    player.lose()
+    assert fired == [None]
+
+
+def test_pause_unpause_and_receive_video(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    psid, _ = player.play("s")
+    pub.send_media(sid, "v", 0, key())
+    player.take()
+    player.call("pause", None, True, 0.0, stream_id=psid)
+    assert statuses(player.take()) == ["NetStream.Pause.Notify"]
+    pub.send_media(sid, "v", 33, inter())
+    assert media(player.take()) == []
+    player.call("pause", None, False, 0.0, stream_id=psid)
+    got = player.take()
+    assert statuses(got) == ["NetStream.Unpause.Notify"]
+    assert [x.payload for x in media(got)] == [key(), inter()]  # resumed from the GOP
+    ts = [x.timestamp for x in media(got)]
+    assert ts == sorted(ts)
+    player.call("receiveVideo", None, False, stream_id=psid)
+    pub.send_media(sid, "v", 66, inter())
+    pub.send_media(sid, "a", 70, aac())
+    assert [type(x).__name__ for x in media(player.take())] == ["AudioMessage"]
+
+
+@pytest.mark.parametrize("capture", ["ffmpeg-publish"])
+def test_replayed_ffmpeg_publish_capture_publishes_a_stream(factory, capture):
+    """Real FFmpeg bytes (tests/data/README.md), in random splits, publish live/cap."""
+    data = (DATA / f"{capture}.c2s.bin").read_bytes()
+    p = Peer(factory)
+    player = Peer(factory)
+    player.play("cap")
+    rnd = random.Random(7)
+    pos = 0
+    while pos < len(data):
+        n = rnd.randint(1, 3000)
+        p.proto.dataReceived(data[pos : pos + n])
+        pos += n
+    assert not p.closed or p.proto.session.close_reason == ""
+    got = player.take() + player.pump()
+    av = media(got)
+    assert len([x for x in av if isinstance(x, m.VideoMessage)]) > 30
+    assert len([x for x in av if isinstance(x, m.AudioMessage)]) > 30
+    assert av[0].payload[:2] == b"\x17\x00"  # AVC sequence header first
+    metas = [x for x in got if isinstance(x, m.DataMessage) and x.values and x.values[0] == "onMetaData"]
+    assert metas and metas[0].values[1]["width"] == 320.0
