@@ -17,7 +17,7 @@ from zope.interface import implementer
 from rtmpserver.config import ServerConfig
 from rtmpserver.errors import RemoteProtocolError
 from rtmpserver.hub import Hub
-from rtmpserver.session import Session
+from rtmpserver.session import Session, WriteMerger
 
 __all__ = ["RTMPServerProtocol", "RTMPServerFactory"]
 
@@ -66,7 +66,7 @@ class RTMPServerProtocol(protocol.Protocol):
         port = getattr(addr, "port", "")
         self.peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self.connected_at = self.last_received = f.clock.seconds()
-        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer)
+        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, merger=f.merger)
         self.transport.registerProducer(self, True)
         f.connection_made(self)
 
@@ -158,6 +158,7 @@ class RTMPServerFactory(protocol.Factory):
         self.config = config
         self.clock = clock
         self.hub = Hub()
+        self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()
         self.per_ip: dict[str, int] = {}
         self.stats = {"connections_total": 0, "refused": 0, "protocol_errors": 0, "handshake_failures": 0}
@@ -179,6 +180,7 @@ class RTMPServerFactory(protocol.Factory):
         if self._users <= 0 and self._timer is not None and self._timer.running:
             self._timer.stop()
             self._timer = None
+            self.merger.cancel()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")

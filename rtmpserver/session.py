@@ -25,7 +25,7 @@ from rtmpserver.errors import MessageError
 from rtmpserver.hub import AUDIO, DATA, VIDEO, Frame, Hub, LiveStream
 from rtmpserver.interfaces import IMediaSink, IPublisher
 
-__all__ = ["Session", "Link", "PlayerStream", "PublisherStream"]
+__all__ = ["Session", "Link", "PlayerStream", "PublisherStream", "WriteMerger"]
 
 _MASK32 = 0xFFFFFFFF
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
@@ -250,13 +250,55 @@ def _body_ext(frame: Frame, chunk_size: int, ext: bytes) -> bytes:
     return continuation(frame.payload, chunk_size, frame.csid, ext)
 
 
+class WriteMerger:
+    """Merged writes (SRS's mw_latency): one flush per connection per tick instead of one per message.
+
+    Each ``transport.write`` on an idle connection costs an epoll registration and a send call;
+    with many players that per-message cost dominates. Sessions that have media pending register
+    here; one timer per distinct delay flushes all of them, so the timer count does not grow with
+    the number of players.
+    """
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self._pending: dict[float, dict] = {}  # delay (s) -> sessions to flush (insertion-ordered)
+        self._calls: dict[float, Any] = {}
+
+    def add(self, session: "Session", delay: float) -> None:
+        dirty = self._pending.get(delay)
+        if dirty is None:
+            dirty = self._pending[delay] = {}
+        dirty[session] = None
+        if delay not in self._calls:
+            self._calls[delay] = self.clock.callLater(delay, self._flush, delay)
+
+    def _flush(self, delay: float) -> None:
+        del self._calls[delay]
+        dirty = self._pending.pop(delay, {})
+        for session in dirty:
+            session.flush_merged()
+
+    def cancel(self) -> None:
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+        for dirty in self._pending.values():
+            for session in dirty:
+                session.flush_merged()
+        self._pending.clear()
+
+
 class Session:
     """One RTMP connection's NetConnection and its NetStreams."""
 
     _log = Logger()
 
-    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", random_bytes=None) -> None:
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", random_bytes=None, merger: WriteMerger | None = None) -> None:
         self.link = link
+        self.merger = merger
+        self._merged: list[bytes] = []
+        self._merge_delay = 0.0
         self.config = config
         self.limits = config.limits
         self.hub = hub
@@ -313,6 +355,8 @@ class Session:
         self.flush()
 
     def flush(self) -> None:
+        if self._merged:
+            self.flush_merged()
         data = self.conn.data_to_send()
         if data:
             self.link.write(data)
@@ -321,7 +365,21 @@ class Session:
         if self.conn._out:
             self.flush()
         self.media_bytes_out += len(header) + len(body)
+        if self._merge_delay:
+            if not self._merged:
+                self.merger.add(self, self._merge_delay)
+            self._merged.append(header)
+            self._merged.append(body)
+            return
         self.link.write_sequence([header, body])
+
+    def flush_merged(self) -> None:
+        merged = self._merged
+        if merged and not self.closed:
+            self._merged = []
+            self.link.write_sequence(merged)
+        elif merged:
+            self._merged = []
 
     # -- output helpers ---------------------------------------------------------------------
 
@@ -416,6 +474,8 @@ class Session:
             return
         self.app = app_name
         self.app_config = app_config
+        if app_config.write_merge_ms and self.merger is not None:
+            self._merge_delay = app_config.write_merge_ms / 1000.0
         c = self.conn
         c.send(m.WindowAcknowledgementSize(self.config.window_ack_size))
         c.send(m.SetPeerBandwidth(self.config.peer_bandwidth, 2))

@@ -479,3 +479,60 @@ def test_replayed_ffmpeg_publish_capture_publishes_a_stream(factory, capture):
     assert av[0].payload[:2] == b"\x17\x00"  # AVC sequence header first
     metas = [x for x in got if isinstance(x, m.DataMessage) and x.values and x.values[0] == "onMetaData"]
     assert metas and metas[0].values[1]["width"] == 320.0
+
+
+def test_merged_writes_flush_once_per_tick():
+    f = RTMPServerFactory(make_config(extra_app="write_merge_ms = 20"), Clock())
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    player = Peer(f)
+    player.play("s")
+    writes = []
+    orig = player.transport.writeSequence
+    player.transport.writeSequence = lambda seq: (writes.append(len(seq)), orig(seq))
+    pub.send_media(sid, "v", 0, key())
+    pub.send_media(sid, "a", 5, aac())
+    pub.send_media(sid, "v", 33, inter())
+    assert media(player.take()) == []  # held until the tick
+    f.clock.advance(0.02)
+    got = media(player.take())
+    assert [x.payload for x in got] == [key(), aac(), inter()]
+    assert writes == [6]  # three messages, one writeSequence (header + body each)
+
+
+def test_publisher_clock_wrapping_32_bits_stays_monotonic_for_player(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    player.play("s")
+    pub.send_media(sid, "v", 0xFFFFFFF0, key())
+    pub.send_media(sid, "v", 0x00000010, inter())  # wrapped: 32 ms later
+    pub.send_media(sid, "v", 0x00000030, inter())
+    assert [x.timestamp for x in media(player.take())] == [0, 32, 64]
+
+
+def test_extended_timestamps_after_4_66_hours_reach_the_player():
+    # Small chunks so the video message spans several chunks: each fmt 3 chunk must repeat the
+    # extended timestamp field, and the shared body cannot be used for that player.
+    f = RTMPServerFactory(make_config(server_extra="out_chunk_size = 128"), Clock())
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    player = Peer(f)
+    player.play("s")
+    pub.send_media(sid, "v", 1000, key(600))
+    late = 1000 + 0x1000000 + 5  # more than 0xFFFFFF ms later
+    pub.send_media(sid, "v", late, key(600))
+    pub.send_media(sid, "v", late + 33, inter(400))
+    got = media(player.take())
+    assert [x.timestamp for x in got] == [0, 0x1000005, 0x1000005 + 33]
+    assert [x.payload for x in got] == [key(600), key(600), inter(400)]
+
+
+def test_publisher_starting_with_high_extended_timestamp(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    player.play("s")
+    pub.send_media(sid, "v", 0x7FFFFF00, key(5000))
+    pub.send_media(sid, "v", 0x7FFFFF00 + 40, inter(5000))
+    assert [x.timestamp for x in media(player.take())] == [0, 40]
