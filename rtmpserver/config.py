@@ -69,6 +69,10 @@ class AppConfig:
     player_backlog_bytes: int
     player_backlog_time: float
     write_merge_ms: float
+    handler_timeout: float = 10.0
+    # "NAME.key = value" entries of the section, grouped by handler NAME (prefix removed). Each
+    # handler factory validates its own (rtmpserver.apps); a NAME not in ``handlers`` is an error.
+    handler_settings: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,8 @@ _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "player_backlog_time": (_seconds(), "3"),
     # More than a second of merging is no longer "a few milliseconds of latency" (ARCHITECTURE.md).
     "write_merge_ms": (_number("a number of milliseconds from 0 to 1000", True, 1000.0), "0"),
+    # A handler hook that neither proceeds nor rejects in this time fails closed (ARCHITECTURE.md).
+    "handler_timeout": (_seconds(), "10"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits] or [app:NAME]"
@@ -294,7 +300,22 @@ def parse(text: str, path: str = "<string>") -> ServerConfig:
                     f"{path}: [{section}]: the application name after 'app:' must be letters, "
                     f"digits, '_', '-' or '.', got {_show(name)}"
                 )
-            values = _convert_section(path, section, dict(items), _APP_KEYS)
+            plain = {k: v for k, v in items.items() if "." not in k}
+            values = _convert_section(path, section, plain, _APP_KEYS)
+            settings: dict[str, dict[str, str]] = {}
+            for k, v in items.items():
+                if "." not in k:
+                    continue
+                handler, _, sub = k.partition(".")
+                if handler not in values["handlers"]:
+                    raise ConfigError(
+                        f"{path}: [{section}] {k}: setting for handler {handler!r}, which is not in "
+                        f"this app's handlers ({', '.join(values['handlers'])})"
+                    )
+                if not sub:
+                    raise ConfigError(f"{path}: [{section}] {k}: expected NAME.key")
+                settings.setdefault(handler, {})[sub] = v.strip()
+            values["handler_settings"] = MappingProxyType({h: MappingProxyType(d) for h, d in settings.items()})
             apps[name] = AppConfig(name=name, **values)
         else:
             raise ConfigError(f"{path}: [{section}]: unknown section ({_SECTIONS_HINT})")

@@ -28,3 +28,46 @@ class IPublisher(Interface):
 
     def evict(reason):
         """Another publisher takes the stream over: stop publishing and close."""
+
+
+class IAppHandler(Interface):
+    """One link of an application's handler chain (``[app:NAME] handlers = access, auth, record``).
+
+    ``connect``, ``publish`` and ``play`` each receive a request (``rtmpserver.requests``) and a
+    ``proceed`` callable.  A hook either calls ``proceed(request)`` exactly once (with the same
+    request or a changed copy, e.g. ``dataclasses.replace(request, name="alice")``) or raises
+    ``rtmpserver.errors.Rejected(code, description)``.  Hooks may be plain functions, return a
+    Deferred, or be ``async def``; a Deferred/coroutine that fails with Rejected rejects.
+    ``proceed`` returns a Deferred that fires with the outcome once the rest of the chain has
+    decided and the server acted (publish: the ``LiveStream``; connect/play: None), or fails
+    with Rejected if a later handler refused.  A hook that neither proceeds nor rejects within
+    the app's ``handler_timeout`` fails closed.  No ``*.Start`` status goes to the client before
+    the whole chain has proceeded.
+    """
+
+    def connect(request, proceed):
+        """A client connects to the application (``ConnectRequest``)."""
+
+    def publish(request, proceed):
+        """A client asks to publish (``PublishRequest``)."""
+
+    def play(request, proceed):
+        """A client asks to play (``PlayRequest``)."""
+
+    def close_stream(event):
+        """Observation only: a publish or play ended (``StreamClosed``). Errors are logged."""
+
+
+class IAppHandlerFactory(Interface):
+    """A handler kind, found with ``twisted.plugin.getPlugins(IAppHandlerFactory, rtmpserver.plugins)``."""
+
+    name = Attribute("the name used in config: ``handlers = NAME, ...`` and ``NAME.key = value``")
+    description = Attribute("one line for humans")
+
+    def build(settings, context):
+        """A new ``IAppHandler`` for one application.
+
+        ``settings`` maps the app section's ``NAME.key`` entries (without the prefix) to strings;
+        ``context`` is an ``rtmpserver.requests.HandlerContext``.  Invalid or unknown settings
+        raise ``rtmpserver.errors.ConfigError`` with a message naming the key.
+        """

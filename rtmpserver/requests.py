@@ -1,0 +1,107 @@
+"""What application handlers see: requests to decide on, a read-only session view, their context.
+
+Requests are frozen dataclasses: a handler that wants to change one (rename a stream, add an
+argument) passes ``dataclasses.replace(request, ...)`` to ``proceed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["SessionView", "ConnectRequest", "PublishRequest", "PlayRequest", "StreamClosed", "HandlerContext"]
+
+
+class SessionView:
+    """A read-only window on one connection, plus ``data``: a dict handlers may attach things to."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session) -> None:
+        self._session = session
+
+    @property
+    def id(self) -> int:
+        return self._session.id
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client."""
+        return self._session.peer
+
+    @property
+    def host(self) -> str:
+        """The client's IP address (IPv4 or IPv6 text form)."""
+        return self._session.host
+
+    @property
+    def app(self) -> str | None:
+        return self._session.app
+
+    @property
+    def connect_params(self) -> Mapping[str, Any]:
+        """The connect command object (tcUrl, flashVer, ...), with ``args`` parsed from the app's query."""
+        return dict(self._session.connect_params)
+
+    @property
+    def data(self) -> dict:
+        return self._session.handler_data
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def __repr__(self) -> str:
+        return f"<SessionView {self.id} {self.peer} app={self.app}>"
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    app: str
+    tc_url: str
+    page_url: str
+    swf_url: str
+    flash_ver: str
+    args: Mapping[str, str]  # from "app?key=value" in the connect URL
+    params: Mapping[str, Any]  # the whole connect command object
+    session: SessionView = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    app: str
+    name: str
+    mode: str  # "live", "record" or "append"
+    args: Mapping[str, str]  # from "name?key=value"
+    session: SessionView = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PlayRequest:
+    app: str
+    name: str
+    start: float  # -2 live or recorded, -1 live only, >= 0 recorded from that second
+    duration: float
+    reset: bool
+    args: Mapping[str, str]
+    session: SessionView = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    app: str
+    name: str
+    role: str  # "publisher" or "player"
+    reason: str
+    session: SessionView = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a handler factory gets to build a handler for one application."""
+
+    app: Any  # rtmpserver.config.AppConfig
+    server: Any  # rtmpserver.config.ServerConfig
+    hub: Any  # rtmpserver.hub.Hub
+    clock: Any  # IReactorTime
+    reactor: Any = None  # the reactor, for handlers that make network calls (notify)
