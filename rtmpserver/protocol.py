@@ -66,7 +66,7 @@ class RTMPServerProtocol(protocol.Protocol):
         port = getattr(addr, "port", "")
         self.peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self.connected_at = self.last_received = f.clock.seconds()
-        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, merger=f.merger)
+        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains, merger=f.merger)
         self.transport.registerProducer(self, True)
         f.connection_made(self)
 
@@ -154,10 +154,18 @@ class RTMPServerFactory(protocol.Factory):
     protocol = RTMPServerProtocol
     _log = Logger()
 
-    def __init__(self, config: ServerConfig, clock) -> None:
+    def __init__(self, config: ServerConfig, clock, chains=None) -> None:
         self.config = config
         self.clock = clock
         self.hub = Hub()
+        if chains is None:
+            from twisted.internet.interfaces import IReactorTCP
+
+            from rtmpserver.apps import build_chains
+
+            # The clock is the reactor in production; handlers that make network calls need it.
+            chains = build_chains(config, self.hub, clock, reactor=clock if IReactorTCP.providedBy(clock) else None)
+        self.chains = chains
         self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()
         self.per_ip: dict[str, int] = {}

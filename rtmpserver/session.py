@@ -21,9 +21,10 @@ from rtmpserver.codec import messages as m
 from rtmpserver.codec.chunk import CSID_COMMAND, CSID_DATA
 from rtmpserver.codec.connection import RTMPConnection
 from rtmpserver.config import AppConfig, ServerConfig
-from rtmpserver.errors import MessageError
+from rtmpserver.errors import MessageError, Rejected
 from rtmpserver.hub import AUDIO, DATA, VIDEO, Frame, Hub, LiveStream
 from rtmpserver.interfaces import IMediaSink, IPublisher
+from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
 
 __all__ = ["Session", "Link", "PlayerStream", "PublisherStream", "WriteMerger"]
 
@@ -35,6 +36,12 @@ _SAMPLE_ACCESS = m.data_payload("|RtmpSampleAccess", True, True)
 # Enhanced RTMP (veovera enhanced-rtmp v2, "Enhancing NetConnection connect Command"): we forward
 # any codec without looking inside, so we say CanForward (0x04) for all of them with the wildcard.
 _FOURCC_CAN_FORWARD = 0x04
+
+# A NetStream whose publish/play is waiting for the handler chain's decision.
+_PENDING = object()
+# Commands a client may pipeline behind connect while the chain decides (bounded).
+_MAX_QUEUED_COMMANDS = 32
+_session_ids = iter(range(1, 1 << 62))
 
 
 class Link(Protocol):
@@ -294,8 +301,16 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", random_bytes=None, merger: WriteMerger | None = None) -> None:
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, merger: WriteMerger | None = None) -> None:
         self.link = link
+        self.id = next(_session_ids)
+        self.host = host
+        self.chains = chains or {}
+        self.chain = None
+        self.handler_data: dict = {}
+        self.view = SessionView(self)
+        self._connecting = False
+        self._queued: list = []
         self.merger = merger
         self._merged: list[bytes] = []
         self._merge_delay = 0.0
@@ -440,6 +455,11 @@ class Session:
 
     def _command(self, cmd: m.CommandMessage) -> None:
         name = cmd.name
+        if self._connecting:
+            if len(self._queued) >= _MAX_QUEUED_COMMANDS:
+                raise MessageError(f"more than {_MAX_QUEUED_COMMANDS} commands sent before connect was answered")
+            self._queued.append(cmd)
+            return
         if self.app is None and name != "connect":
             if name in ("_result", "_error", "onStatus"):
                 return
@@ -465,7 +485,6 @@ class Session:
         self.connect_params = dict(obj)
         self.connect_params["args"] = args
         self.amf3 = cmd.amf3
-        encoding = obj.get("objectEncoding", 0)
         app_config = self.config.apps.get(app_name)
         if app_config is None:
             self._log.info("connect from {peer} to unknown app {app!r} rejected", peer=self.peer, app=app_name)
@@ -476,6 +495,40 @@ class Session:
         self.app_config = app_config
         if app_config.write_merge_ms and self.merger is not None:
             self._merge_delay = app_config.write_merge_ms / 1000.0
+        self.chain = self.chains.get(app_name)
+
+        def text(key: str) -> str:
+            v = obj.get(key)
+            return v if isinstance(v, str) else ""
+
+        request = ConnectRequest(
+            app=app_name, tc_url=text("tcUrl"), page_url=text("pageUrl"), swf_url=text("swfUrl"),
+            flash_ver=text("flashVer"), args=args, params=dict(obj), session=self.view,
+        )
+        tid = cmd.transaction_id
+
+        def accept(req: ConnectRequest) -> None:
+            if self.closed:
+                raise Rejected("NetConnection.Connect.Rejected", "connection closed")
+            self._accept_connect(tid, obj)
+
+        def refused(f) -> None:
+            f.trap(Rejected)
+            self._connecting = False
+            self._queued.clear()
+            if not self.closed:
+                self._error(tid, f.value.code, f.value.description or "Connection rejected.")
+                self.close(f"connect rejected: {f.value}")
+
+        self._connecting = True
+        if self.chain is None:
+            accept(request)
+        else:
+            self.chain.run("connect", request, accept).addErrback(refused)
+
+    def _accept_connect(self, tid: float, obj: dict) -> None:
+        self._connecting = False
+        encoding = obj.get("objectEncoding", 0)
         c = self.conn
         c.send(m.WindowAcknowledgementSize(self.config.window_ack_size))
         c.send(m.SetPeerBandwidth(self.config.peer_bandwidth, 2))
@@ -495,7 +548,13 @@ class Session:
             "description": "Connection succeeded.",
             "objectEncoding": float(encoding) if isinstance(encoding, (int, float)) and not isinstance(encoding, bool) else 0.0,
         }
-        self.command("_result", cmd.transaction_id, props, info)
+        self.command("_result", tid, props, info)
+        queued, self._queued = self._queued, []
+        for cmd in queued:
+            if self.closed:
+                break
+            self._command(cmd)
+        self.flush()
 
     def _create_stream(self, cmd: m.CommandMessage) -> None:
         if len(self.streams) >= self.limits.max_streams_per_connection:
@@ -579,6 +638,37 @@ class Session:
             return
         name, args = parsed
         mode = cmd.arguments[1] if len(cmd.arguments) > 1 and isinstance(cmd.arguments[1], str) else "live"
+        request = PublishRequest(app=self.app, name=name, mode=mode, args=args, session=self.view)
+        self.streams[sid] = _PENDING
+        self._decide("publish", request, sid, lambda req: self._go_live(sid, req))
+
+    def _decide(self, hook: str, request, sid: int, final) -> None:
+        """Run the chain; only its decision sends a Start status (or the refusal)."""
+
+        def refused(f) -> None:
+            f.trap(Rejected)
+            if self.streams.get(sid) is _PENDING:
+                self.streams[sid] = None
+            if not self.closed:
+                self.status(sid, "error", f.value.code, f.value.description or f"{hook} refused")
+
+        def guarded(req):
+            if self.closed or self.streams.get(sid) is not _PENDING:
+                raise Rejected(_REFUSAL[hook], "stream closed before the decision")
+            return final(req)
+
+        if self.chain is None:
+            try:
+                guarded(request)
+            except Rejected as e:
+                from twisted.python.failure import Failure
+
+                refused(Failure(e))
+            return
+        self.chain.run(hook, request, guarded).addErrback(refused)
+
+    def _go_live(self, sid: int, request: PublishRequest) -> LiveStream:
+        name = request.name
         app = self.app_config
         live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
         current = live.publisher
@@ -588,20 +678,20 @@ class Session:
                     "{peer}: publish {app}/{name} refused: already publishing from {other}",
                     peer=self.peer, app=self.app, name=name, other=getattr(getattr(current, "session", None), "peer", "?"),
                 )
-                self.status(sid, "error", "NetStream.Publish.BadName", f"{name} is already being published.")
                 self.hub._maybe_discard(live)
-                return
+                raise Rejected("NetStream.Publish.BadName", f"{name} is already being published.")
             self._log.info("{peer}: publish {app}/{name} takes over from a stale publisher", peer=self.peer, app=self.app, name=name)
             live.stop()
             current.evict("taken over by a new publisher")
             live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
-        pub = PublisherStream(self, sid, live, name, mode, args)
+        pub = PublisherStream(self, sid, live, name, request.mode, dict(request.args))
         self.streams[sid] = pub
         self.roles.add("publisher")
         self.stream_names.add(name)
         live.start(pub, self.clock.seconds())
         self.send_user_control(m.UserControl.stream_begin(sid))
         self.status(sid, "status", "NetStream.Publish.Start", f"{name} is now published.", details=name)
+        return live
 
     def _may_take_over(self, current) -> bool:
         policy = self.app_config.publisher_clash
@@ -615,6 +705,9 @@ class Session:
     def _play(self, cmd: m.CommandMessage) -> None:
         self._check_stream(cmd)
         sid = cmd.stream_id
+        if self.streams[sid] is _PENDING:
+            self.status(sid, "error", "NetStream.Play.Failed", "A play on this NetStream is still being decided.")
+            return
         if self.streams[sid] is not None:
             # A second play on the same NetStream replaces the first (Flash does this on reconnect).
             self._close_stream(sid, "play again")
@@ -623,8 +716,16 @@ class Session:
         if parsed is None:
             return
         name, args = parsed
-        reset = cmd.arguments[3] if len(cmd.arguments) > 3 and isinstance(cmd.arguments[3], bool) else True
-        self._start_play(sid, name, args, reset)
+        a = cmd.arguments
+
+        def number(i: int, default: float) -> float:
+            v = a[i] if len(a) > i else None
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+        reset = a[3] if len(a) > 3 and isinstance(a[3], bool) else True
+        request = PlayRequest(app=self.app, name=name, start=number(1, -2.0), duration=number(2, -1.0), reset=reset, args=args, session=self.view)
+        self.streams[sid] = _PENDING
+        self._decide("play", request, sid, lambda req: self._start_play(sid, req.name, dict(req.args), req.reset))
 
     def _start_play(self, sid: int, name: str, args: dict, reset: bool) -> None:
         app = self.app_config
@@ -651,14 +752,12 @@ class Session:
         if not isinstance(new, str):
             self.status(cmd.stream_id, "error", "NetStream.Play.Failed", "play2 without streamName")
             return
+        if self.streams.get(cmd.stream_id) is _PENDING:
+            return
+        # Switch streams (bitrate change): decided like a play, then the old stream stops.
         fake = m.CommandMessage(cmd.stream_id, "play", 0, None, [new, -2.0, -1.0, False])
         self.status(cmd.stream_id, "status", "NetStream.Play.Transition", f"Transitioned to {new}.", details=new)
-        if self.streams.get(cmd.stream_id) is not None:
-            self._close_stream(cmd.stream_id, "play2")
-            self.streams[cmd.stream_id] = None
-        parsed = self._stream_name(fake, "NetStream.Play.StreamNotFound")
-        if parsed is not None:
-            self._start_play(cmd.stream_id, parsed[0], parsed[1], False)
+        self._play(fake)
 
     def _player(self, cmd: m.CommandMessage) -> PlayerStream | None:
         self._check_stream(cmd)
@@ -717,21 +816,28 @@ class Session:
 
     def _close_stream(self, sid: int, why: str) -> None:
         s = self.streams.get(sid)
-        if s is None:
+        if s is None or s is _PENDING:
             return
         if type(s) is PublisherStream:
             if s.live.publisher is s:
                 s.live.stop()
                 if not self.closed:
                     self.status(sid, "status", "NetStream.Unpublish.Success", f"{s.name} is now unpublished.", details=s.name)
+            self._closed_event(s.name, "publisher", why)
         elif type(s) is PlayerStream:
             s.close()
             if not self.closed and why == "closeStream":
                 self.status(sid, "status", "NetStream.Play.Stop", f"Stopped playing {s.name}.", details=s.name)
+            self._closed_event(s.name, "player", why)
+
+    def _closed_event(self, name: str, role: str, why: str) -> None:
+        if self.chain is not None:
+            self.chain.close_stream(StreamClosed(app=self.app, name=name, role=role, reason=why, session=self.view))
 
     def evicted(self, pub: PublisherStream, reason: str) -> None:
         """Another publisher took our stream over (publisher_clash)."""
         self.streams[pub.stream_id] = None
+        self._closed_event(pub.name, "publisher", reason)
         if not self.closed:
             self.status(pub.stream_id, "error", "NetStream.Publish.BadName", reason)
             self.close(reason)
@@ -759,6 +865,8 @@ class Session:
             self._close_stream(sid, "connection lost")
         self.streams.clear()
 
+
+_REFUSAL = {"publish": "NetStream.Publish.Denied", "play": "NetStream.Play.Failed"}
 
 _COMMANDS = {
     "connect": Session._connect,

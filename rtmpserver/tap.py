@@ -25,9 +25,18 @@ class Options(usage.Options):
 
     server_config: _config.ServerConfig | None = None
 
+    factory = None
+
     def postOptions(self) -> None:
         try:
             self.server_config = _config.load(self["config"])
+            # Handler chains are built here too: a missing or misconfigured handler plugin is a
+            # configuration error and must stop startup the same way, before any port opens.
+            from twisted.internet import reactor
+
+            from rtmpserver.protocol import RTMPServerFactory
+
+            self.factory = RTMPServerFactory(self.server_config, reactor)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -36,4 +45,4 @@ def makeService(options: Options) -> IService:
     server_config = options.server_config
     if server_config is None:  # Options built without parseOptions (e.g. by a tool or test)
         server_config = _config.load(options["config"])
-    return service.makeService(server_config)
+    return service.makeService(server_config, factory=options.factory)

@@ -52,7 +52,7 @@ def test_make_service_uses_the_loaded_config(tmp_path, monkeypatch):
     options = tap.Options()
     options.parseOptions(["-c", str(path)])
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
     assert tap.makeService(options) == "the service"
     assert calls == [options.server_config]
 
@@ -63,7 +63,7 @@ def test_make_service_loads_when_options_were_not_parsed(tmp_path, monkeypatch):
     options = tap.Options()
     options["config"] = str(path)
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
     tap.makeService(options)
     assert calls == [config.load(str(path))]
 
@@ -99,3 +99,10 @@ def test_twistd_lists_the_rtmp_command(tmp_path):
     result = _twistd("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert any(line.split()[:1] == ["rtmp"] for line in result.stdout.splitlines())
+
+
+def test_missing_handler_plugin_is_a_usage_error(tmp_path):
+    path = tmp_path / "s.ini"
+    path.write_text(GOOD.replace("[app:live]", "[app:live]\nhandlers = nosuch"))
+    with pytest.raises(usage.UsageError, match=r"\[app:live\] handlers: no handler named 'nosuch'"):
+        tap.Options().parseOptions(["--config", str(path)])

@@ -1,0 +1,3 @@
+"""The handlers that ship with rtmpserver, registered like any third-party plugin."""
+
+from rtmpserver.handlers.live import factory as live  # noqa: F401
