@@ -28,6 +28,7 @@ from rtmpserver.errors import ConfigError
 
 __all__ = [
     "AppConfig",
+    "HTTPConfig",
     "ConfigError",
     "Limits",
     "ServerConfig",
@@ -76,6 +77,27 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class HTTPConfig:
+    """One ``[http:NAME]`` section: HTTP listeners served from the same reactor as RTMP.
+
+    Monitoring and control (stat, api, metrics, control) answer only on loopback listeners unless
+    a ``token`` is set; with a token every such request must carry it.
+    """
+
+    name: str
+    listen: tuple[str, ...]
+    hls: bool
+    flv: bool
+    stat: bool
+    api: bool
+    metrics: bool
+    control: bool
+    token: str
+    cors: str
+    max_flv_clients: int
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The whole file. ``listen`` holds endpoint strings ready for ``serverFromString``:
     relative TLS file paths have been made absolute against the config file's directory."""
@@ -90,6 +112,7 @@ class ServerConfig:
     limits: Limits
     # A mappingproxy cannot be hashed; leaving it out of the hash keeps the config usable as a key.
     apps: Mapping[str, AppConfig] = field(hash=False)
+    http: Mapping[str, HTTPConfig] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 # --- value converters ------------------------------------------------------------------------
@@ -236,7 +259,25 @@ _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "handler_timeout": (_seconds(), "10"),
 }
 
-_SECTIONS_HINT = "expected [server], [limits] or [app:NAME]"
+def _token(text: str) -> str:
+    if text and (len(text) < 16 or not text.isprintable() or " " in text):
+        raise _Bad("a secret of at least 16 printable characters without spaces (or nothing)")
+    return text
+
+
+_HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "hls": (_bool, "yes"),
+    "flv": (_bool, "yes"),
+    "stat": (_bool, "yes"),
+    "api": (_bool, "yes"),
+    "metrics": (_bool, "yes"),
+    "control": (_bool, "no"),
+    "token": (_token, ""),
+    "cors": (_server_name, "*"),
+    "max_flv_clients": (_int(0, 10_000_000), "1000"),
+}
+
+_SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"
 
 
 def default_limits() -> Limits:
@@ -281,6 +322,7 @@ def parse(text: str, path: str = "<string>") -> ServerConfig:
     server_values = _convert_section(path, "server", {}, _SERVER_KEYS)
     limit_values = _convert_section(path, "limits", {}, _LIMIT_KEYS)
     apps: dict[str, AppConfig] = {}
+    http: dict[str, HTTPConfig] = {}
     listen: tuple[str, ...] = ()
 
     for section in parser.sections():
@@ -317,6 +359,23 @@ def parse(text: str, path: str = "<string>") -> ServerConfig:
                 settings.setdefault(handler, {})[sub] = v.strip()
             values["handler_settings"] = MappingProxyType({h: MappingProxyType(d) for h, d in settings.items()})
             apps[name] = AppConfig(name=name, **values)
+        elif section.startswith("http:"):
+            name = section[len("http:"):]
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"{path}: [{section}]: the name after 'http:' must be letters, digits, '_', '-' or '.'")
+            raw = items.get("listen")
+            if raw is None or not raw.strip():
+                raise ConfigError(f"{path}: [{section}] listen: at least one listener is required")
+            hlisten = _listeners(path, raw, base_dir, f"[{section}] listen")
+            values = _convert_section(path, section, {k: v for k, v in items.items() if k != "listen"}, _HTTP_KEYS, extra=("listen",))
+            wants_admin = values["stat"] or values["api"] or values["metrics"] or values["control"]
+            exposed = [e for e in hlisten if not _loopback_only(e)]
+            if wants_admin and exposed and not values["token"]:
+                raise ConfigError(
+                    f"{path}: [{section}] token: stat/api/metrics/control on a listener that is not "
+                    f"loopback-only ({exposed[0]}) need a token (or turn them off, or add interface=127.0.0.1)"
+                )
+            http[name] = HTTPConfig(name=name, listen=hlisten, **values)
         else:
             raise ConfigError(f"{path}: [{section}]: unknown section ({_SECTIONS_HINT})")
 
@@ -350,6 +409,7 @@ def parse(text: str, path: str = "<string>") -> ServerConfig:
         listen=listen,
         limits=limits,
         apps=MappingProxyType(apps),
+        http=MappingProxyType(http),
         **server_values,
     )
 
@@ -456,18 +516,29 @@ _TLS_FILE_PARAMS = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 _LISTEN = "[server] listen"
 
 
-def _listeners(path: str, raw: str, base_dir: str) -> tuple[str, ...]:
+def _listeners(path: str, raw: str, base_dir: str, label: str = _LISTEN) -> tuple[str, ...]:
     result: list[str] = []
     for line in raw.splitlines():
         description = line.strip()
         if not description:
             continue
-        where = f"{path}: {_LISTEN}: {_show(description, 120)}"
+        where = f"{path}: {label}: {_show(description, 120)}"
         endpoint = _check_endpoint(where, description, base_dir)
         if endpoint in result:
             raise ConfigError(f"{where}: listed twice")
         result.append(endpoint)
     return tuple(result)
+
+
+def _loopback_only(endpoint: str) -> bool:
+    """True when a checked endpoint string listens on a loopback address only."""
+    m = re.search(r"(?:^|:)interface=((?:[^:\\]|\\.)*)", endpoint)
+    if not m:
+        return False  # no interface: all addresses
+    try:
+        return ipaddress.ip_address(m.group(1).replace("\\", "")).is_loopback
+    except ValueError:
+        return False
 
 
 def _split_endpoint(where: str, description: str) -> list[tuple[str, ...]]:

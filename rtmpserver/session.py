@@ -9,7 +9,6 @@ command handling (ARCHITECTURE.md, "Layers").
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -23,8 +22,9 @@ from rtmpserver.codec.connection import RTMPConnection
 from rtmpserver.config import AppConfig, ServerConfig
 from rtmpserver.errors import MessageError, Rejected
 from rtmpserver.hub import AUDIO, DATA, VIDEO, Frame, Hub, LiveStream
-from rtmpserver.interfaces import IMediaSink, IPublisher
+from rtmpserver.interfaces import IPublisher
 from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
+from rtmpserver.sinks import LiveSink
 
 __all__ = ["Session", "Link", "PlayerStream", "PublisherStream", "WriteMerger"]
 
@@ -66,11 +66,6 @@ def _split_query(name: str) -> tuple[str, dict[str, str]]:
     return name, {}
 
 
-def _signed32(v: int) -> int:
-    v &= _MASK32
-    return v - 0x100000000 if v & 0x80000000 else v
-
-
 @implementer(IPublisher)
 class PublisherStream:
     """A NetStream that publishes into the hub."""
@@ -92,159 +87,37 @@ class PublisherStream:
         self.session.evicted(self, reason)
 
 
-@implementer(IMediaSink)
-class PlayerStream:
-    """A NetStream that plays a live stream: rebases timestamps, bounds its backlog, drops and resyncs.
-
-    Timestamps: the player sees ``player_base + (publisher ts - pub_base)`` and never less than
-    the last it was sent, so they start near zero and never go backwards, across publisher
-    restarts too (each restart rebases).
-    """
-
-    _log = Logger()
+class PlayerStream(LiveSink):
+    """A NetStream playing a live stream over RTMP (delivery rules in ``rtmpserver.sinks``)."""
 
     def __init__(self, session: "Session", stream_id: int, live: LiveStream, name: str, args: dict) -> None:
+        app = session.app_config
+        super().__init__(live, name, app.player_backlog_bytes, app.player_backlog_time, session.peer)
         self.session = session
         self.stream_id = stream_id
-        self.live = live
-        self.name = name
         self.args = args
-        self.app = session.app_config
         self.writer = session.conn.writer
-        self.receive_audio = True
-        self.receive_video = True
-        self.paused = False
-        self.need_key = True
         self.playing = False
-        self.pub_base: int | None = None
-        self.player_base = 0
-        self.last_ts = 0
-        self.backlog: deque = deque()
-        self.backlog_bytes = 0
-        self.dropped = 0  # messages dropped because the player could not keep up
-        self.resyncs = 0
-        self.frames_sent = 0
-        self._seen_publish = 0
 
-    # -- IMediaSink ---------------------------------------------------------------------------
+    def transport_full(self) -> bool:
+        return self.session.link.paused
 
-    def stream_started(self, live: LiveStream) -> None:
-        if self._seen_publish and self._seen_publish != live.publish_count:
-            self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
-        self._seen_publish = live.publish_count
-        self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
-        self._restart()
-
-    def stream_stopped(self, live: LiveStream) -> None:
-        self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
-        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
-        self.need_key = True
-
-    def frame(self, frame: Frame) -> None:
-        if self.paused:
-            return
-        t = frame.type_id
-        if t == VIDEO:
-            if not self.receive_video:
-                return
-            if self.need_key and not frame.header:
-                if not frame.keyframe:
-                    return
-                self.need_key = False
-        elif t == AUDIO:
-            if not self.receive_audio:
-                return
-            if self.need_key and not frame.header:
-                if self.live.has_video and self.receive_video:
-                    # Hold audio back until video (re)starts at a keyframe, so they start together.
-                    return
-                self.need_key = False
-        self._send(frame)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _restart(self) -> None:
-        """(Re)start from what the stream has cached: metadata, sequence headers, GOP."""
-        self.pub_base = None
-        self.player_base = self.last_ts if self.frames_sent else 0
-        self.need_key = True
-        self.backlog.clear()
-        self.backlog_bytes = 0
-        for frame in self.live.startup_frames():
-            self.frame(frame)
-
-    def _timestamp(self, frame: Frame) -> int:
-        if frame.header and self.pub_base is None:
-            # Configuration before the first frame: its publisher timestamp may be far from the
-            # GOP's (metadata is often sent at 0), so it is not a base to rebase on.
-            return self.player_base
-        if self.pub_base is None:
-            self.pub_base = frame.timestamp
-        ts = self.player_base + _signed32(frame.timestamp - self.pub_base)
-        if ts < self.last_ts:
-            ts = self.last_ts
-        return ts
-
-    def _send(self, frame: Frame) -> None:
-        ts = self._timestamp(frame)
-        if ts > self.last_ts:
-            self.last_ts = ts
-        link = self.session.link
-        if self.backlog or link.paused:
-            self._enqueue(frame, ts)
-            return
-        self._write(frame, ts)
-
-    def _write(self, frame: Frame, ts: int) -> None:
+    def write_frame(self, frame: Frame, ts: int) -> None:
         header, ext = self.writer.header(frame.csid, ts, frame.type_id, self.stream_id, len(frame.payload))
         body = frame.body(self.writer.chunk_size) if ext is None else _body_ext(frame, self.writer.chunk_size, ext)
         self.session.write_media(header, body)
-        self.frames_sent += 1
 
-    def _enqueue(self, frame: Frame, ts: int) -> None:
-        self.backlog.append((frame, ts))
-        self.backlog_bytes += len(frame.payload)
-        app = self.app
-        span_ms = self.backlog[-1][1] - self.backlog[0][1]
-        if self.backlog_bytes > app.player_backlog_bytes or span_ms > app.player_backlog_time * 1000:
-            # Too far behind: drop what is queued and start again at the next keyframe. The
-            # publisher and the other players never wait for this one (ARCHITECTURE.md).
-            self.dropped += len(self.backlog)
-            self.resyncs += 1
-            self._log.info(
-                "player {peer} of {app}/{name} fell behind ({nbytes} bytes, {span} ms queued): "
-                "dropped {count} messages, waiting for a keyframe",
-                peer=self.session.peer, app=self.live.app, name=self.name, nbytes=self.backlog_bytes,
-                span=span_ms, count=len(self.backlog),
-            )
-            self.backlog.clear()
-            self.backlog_bytes = 0
-            self.need_key = True
+    def on_started(self, republished: bool) -> None:
+        if republished:
+            self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
+        self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
 
-    def flush(self) -> None:
-        """The transport drained: send what is queued until it is full again."""
-        link = self.session.link
-        backlog = self.backlog
-        while backlog and not link.paused:
-            frame, ts = backlog.popleft()
-            self.backlog_bytes -= len(frame.payload)
-            self._write(frame, ts)
-
-    def rewind_to_live(self) -> None:
-        """Unpause / seek on a live stream: resume from the cached GOP, timestamps still monotonic."""
-        if self.live.active:
-            self.pub_base = None
-            self.player_base = self.last_ts
-            self.need_key = True
-            self.backlog.clear()
-            self.backlog_bytes = 0
-            for frame in self.live.gop:
-                self.frame(frame)
+    def on_stopped(self) -> None:
+        self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
+        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
 
     def close(self) -> None:
-        self.live.remove_sink(self)
-        self.backlog.clear()
-        self.backlog_bytes = 0
+        self.detach()
         self.session.dropped_total += self.dropped
         self.session.resyncs_total += self.resyncs
         self.dropped = self.resyncs = 0

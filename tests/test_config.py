@@ -117,7 +117,7 @@ def test_dataclasses_and_schema_agree():
     names = lambda cls: tuple(f.name for f in dataclasses.fields(cls))  # noqa: E731
     assert names(Limits) == tuple(config._LIMIT_KEYS)
     assert names(AppConfig) == ("name", *config._APP_KEYS, "handler_settings")
-    assert names(ServerConfig) == ("path", "listen", *config._SERVER_KEYS, "limits", "apps")
+    assert names(ServerConfig) == ("path", "listen", *config._SERVER_KEYS, "limits", "apps", "http")
 
 
 def test_every_value_is_set():
@@ -333,7 +333,7 @@ def test_load_accepts_utf8_bom(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("[servre]\n", "[servre]: unknown section (expected [server], [limits] or [app:NAME])"),
+    ("[servre]\n", "[servre]: unknown section (expected [server], [limits], [app:NAME] or [http:NAME])"),
     ("[Server]\n", "[Server]: unknown section"),
     ("[DEFAULT]\nname = x\n", "[DEFAULT]: unknown section"),
     ("[app:]\n", "[app:]: the application name after 'app:' must be"),
@@ -718,3 +718,33 @@ def test_handler_settings_are_grouped_by_handler():
 def test_setting_for_a_handler_not_in_the_chain_is_an_error():
     with pytest.raises(ConfigError, match=r"\[app:live\] record.path: setting for handler 'record'"):
         config.parse(MINIMAL.replace("[app:live]", "[app:live]\nrecord.path = /tmp"))
+
+
+HTTP = MINIMAL + "[http:main]\n"
+
+
+def test_http_section_defaults_and_ipv6_loopback():
+    cfg = config.parse(HTTP + "listen = tcp:8080:interface=127.0.0.1\n  tcp6:8081:interface=\\:\\:1\n")
+    h = cfg.http["main"]
+    assert h.listen == ("tcp:8080:interface=127.0.0.1", "tcp6:8081:interface=\\:\\:1")
+    assert (h.hls, h.flv, h.stat, h.api, h.metrics, h.control, h.token) == (True, True, True, True, True, False, "")
+
+
+def test_http_admin_on_public_listener_needs_a_token():
+    with pytest.raises(ConfigError, match=r"\[http:main\] token: stat/api/metrics/control on a listener that is not loopback-only"):
+        config.parse(HTTP + "listen = tcp:8080\n")
+    cfg = config.parse(HTTP + "listen = tcp:8080\ntoken = 0123456789abcdef0123\n")
+    assert cfg.http["main"].token == "0123456789abcdef0123"
+    # Media only on a public listener needs no token.
+    config.parse(HTTP + "listen = tcp:8080\nstat = no\napi = no\nmetrics = no\n")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("", r"\[http:main\] listen: at least one listener is required"),
+    ("listen = tcp:8080:interface=127.0.0.1\ntoken = short\n", r"\[http:main\] token: expected a secret of at least 16"),
+    ("listen = tcp:8080:interface=127.0.0.1\nhsl = yes\n", r"\[http:main\] hsl: unknown key \(did you mean 'hls'\?\)"),
+    ("listen = udp:8080\n", r"\[http:main\] listen: 'udp:8080': expected an endpoint"),
+])
+def test_http_section_errors(body, message):
+    with pytest.raises(ConfigError, match=message):
+        config.parse(HTTP + body)
