@@ -1,0 +1,858 @@
+"""Load test: one 2 Mbit/s publisher, a ramp of players, idle memory and connection rate.
+
+    .venv/bin/python bench/load.py [--compare-nginx] [--players 10,25,50,100,200,400]
+                                   [--duration 10] [--merge 0,20] [--json FILE] [--quick]
+
+What runs where (a 2-core machine): the server under test is pinned to CPU 0 and everything this
+tool starts (itself, the publisher, the player processes) to CPU 1, so the server has a core of
+its own and the load generator cannot steal it.  All sockets are on 127.0.0.1.
+
+For each server (rtmpserver with ``write_merge_ms`` = each value of ``--merge``; nginx with
+libnginx-mod-rtmp, one worker, when ``--compare-nginx``):
+
+1. idle memory: K connections that completed handshake + connect (``_result`` received) are held
+   open; (server VmRSS after - before) / K;
+2. connection rate: handshake + connect + ``_result`` over fresh TCP connections for a few
+   seconds, one at a time and with 50 in parallel;
+3. the ramp: for each N, N players play a fresh stream, then one publisher sends H.264/AAC-shaped
+   messages (30 fps video totalling 2 Mbit/s, keyframe every 2 s, ~43 AAC frames/s) for
+   ``--duration`` seconds.  Every video body carries its send time (time.time_ns()) and a
+   sequence number, so players measure publisher-to-player latency and count what they got.
+   A step passes when every player received every frame and p99 latency < 500 ms; the ramp
+   stops at the first step that fails.  Server CPU comes from /proc/PID/stat (utime+stime)
+   over the publishing window.
+
+Every wait is bounded, and every process started here is stopped on exit, on Ctrl-C and on errors
+(children also get SIGTERM from the kernel if this process dies: PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from _media import (  # noqa: E402
+    AAC_SEQUENCE_HEADER,
+    AVC_SEQUENCE_HEADER,
+    FPS,
+    GOP_SECONDS,
+    STAMP,
+    STAMP_OFFSET,
+    PayloadPool,
+    audio_body,
+    frame_sizes,
+    video_body,
+)
+from _rtmpclient import Client, open_client  # noqa: E402
+
+from rtmpserver.codec import amf0  # noqa: E402
+from rtmpserver.codec import messages as m  # noqa: E402
+from rtmpserver.codec.amftypes import ECMAArray  # noqa: E402
+
+HOST = "127.0.0.1"
+APP = "live"
+SERVER_CPU = 0
+LOAD_CPU = 1
+P99_LIMIT_MS = 500.0
+AUDIO_RATE = 44100 / 1024  # AAC frames per second at 44.1 kHz
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - the bench extra installs it
+    uvloop = None
+
+
+def run_async(coro):
+    factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us when the process that started us goes away."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _pin(cpu: int) -> None:
+    if (os.cpu_count() or 1) >= 2:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpu})
+
+
+def _server_preexec() -> None:
+    _die_with_parent()
+    if os.cpu_count() and os.cpu_count() >= 2:
+        os.sched_setaffinity(0, {SERVER_CPU})
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` from /proc/PID/stat (fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_busy() -> dict[int, float]:
+    """Busy seconds per CPU from /proc/stat (user, nice, system, irq, softirq, steal), to see
+    whether anything else ran on the cores during a measurement."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                v = [int(x) for x in v]
+                out[int(name[3:])] = (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
+    return out
+
+
+def wait_quiet(max_wait: float, threshold: float = 15.0) -> float:
+    """Wait (at most ``max_wait`` s) until every core was under ``threshold``% busy for a second.
+
+    Other work on the machine (a test suite, a build) would otherwise be measured as our latency.
+    Returns the busiest core's % over the last second looked at.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = cpu_busy()
+        time.sleep(1.0)
+        b1 = cpu_busy()
+        worst = max((b1[c] - b0.get(c, 0)) * 100 for c in b1)
+        if worst < threshold or time.monotonic() >= deadline:
+            return worst
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float, log: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} during start-up; log:\n{tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s; log:\n{tail(log)}")
+
+
+def tail(path: str, n: int = 30) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Server:
+    """A server under test: rtmpserver (twistd) or nginx-rtmp, pinned to SERVER_CPU."""
+
+    def __init__(self, kind: str, workdir: str, merge_ms: float = 0.0) -> None:
+        self.kind = kind
+        self.merge_ms = merge_ms
+        self.label = f"rtmpserver write_merge_ms={merge_ms:g}" if kind == "rtmpserver" else "nginx-rtmp"
+        self.dir = os.path.join(workdir, f"{kind}-{merge_ms:g}" if kind == "rtmpserver" else kind)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = os.path.join(self.dir, "server.log" if kind == "rtmpserver" else "error.log")
+
+    def start(self) -> None:
+        if self.kind == "rtmpserver":
+            conf = os.path.join(self.dir, "server.ini")
+            with open(conf, "w") as f:
+                f.write(
+                    "[server]\n"
+                    f"listen = tcp:{self.port}:interface={HOST}\n"
+                    "out_chunk_size = 4096\n"
+                    "access_log = no\n"
+                    "[limits]\n"
+                    "max_connections_per_ip = 100000\n"
+                    "idle_timeout = 300\n"
+                    "handshake_timeout = 30\n"
+                    "[app:live]\n"
+                    f"write_merge_ms = {self.merge_ms:g}\n"
+                )
+            twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+            cmd = [twistd, "-n", "--pidfile=", f"--logfile={self.log}", "rtmp", "--config", conf]
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+        else:
+            conf = os.path.join(self.dir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(
+                    "daemon off;\n"
+                    "master_process off;\n"
+                    "worker_processes 1;\n"
+                    "worker_rlimit_nofile 20000;\n"
+                    f"error_log {self.log} warn;\n"
+                    f"pid {self.dir}/nginx.pid;\n"
+                    f"load_module {NGINX_RTMP_MODULE};\n"
+                    "events { worker_connections 10000; }\n"
+                    "rtmp {\n"
+                    "    access_log off;\n"
+                    "    server {\n"
+                    f"        listen {HOST}:{self.port};\n"
+                    "        chunk_size 4096;\n"
+                    "        application live { live on; }\n"
+                    "    }\n"
+                    "}\n"
+                )
+            cmd = [NGINX, "-p", self.dir + "/", "-e", self.log, "-c", conf]
+            env = dict(os.environ)
+        self._out = open(os.path.join(self.dir, "stdout.log"), "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            preexec_fn=_server_preexec, start_new_session=True,
+        )
+        wait_port(self.port, self.proc, 20.0, self.log if self.kind == "nginx" else self.log)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if self.kind == "rtmpserver" else signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._out.close()
+        self.proc = None
+
+
+# -- players ----------------------------------------------------------------------------------------
+
+
+class Player(Client):
+    """Counts media and records each video frame's latency (ms) into a shared array."""
+
+    def __init__(self, latencies: array.array) -> None:
+        super().__init__()
+        self.latencies = latencies
+        self.video = 0
+        self.audio = 0
+        self.max_seq = -1
+        self.out_of_order = 0
+
+    def on_video(self, msg, now_ns: int) -> None:
+        p = msg.payload
+        if len(p) < STAMP_OFFSET + STAMP.size or p[1] != 1:
+            return  # sequence header
+        sent_ns, seq = STAMP.unpack_from(p, STAMP_OFFSET)
+        self.latencies.append((now_ns - sent_ns) / 1e6)
+        self.video += 1
+        if seq != self.max_seq + 1:
+            self.out_of_order += 1
+        if seq > self.max_seq:
+            self.max_seq = seq
+
+    def on_audio(self, msg, now_ns: int) -> None:
+        if len(msg.payload) > 1 and msg.payload[1] == 1:
+            self.audio += 1
+
+
+async def _pipe_recv(pipe, timeout: float):
+    """Wait (without blocking the loop) for the next message on a multiprocessing pipe."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fd = pipe.fileno()
+    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+    try:
+        await asyncio.wait_for(fut, timeout)
+    finally:
+        loop.remove_reader(fd)
+    return pipe.recv()
+
+
+async def _players_main(pipe, port: int, stream: str, count: int, ready_timeout: float) -> None:
+    latencies = array.array("d")
+    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    sem = asyncio.Semaphore(50)
+    players: list[Player] = []
+
+    async def start_one() -> None:
+        async with sem:
+            p = await open_client(HOST, port, lambda: Player(latencies))
+            players.append(p)
+            await asyncio.wait_for(p.connect(APP, tc_url), 15)
+            sid = await asyncio.wait_for(p.create_stream(), 15)
+            fut = p.wait_status(sid, "NetStream.Play.Start")
+            p.notify("play", None, stream, -2000.0, stream_id=sid)
+            p.conn.send(m.UserControl.set_buffer_length(sid, 3000))
+            p.send()
+            await asyncio.wait_for(fut, 15)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(start_one() for _ in range(count)), return_exceptions=True), ready_timeout
+    )
+    errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+    pipe.send({"ready": count - len(errors), "errors": errors[:3]})
+    cmd = await _pipe_recv(pipe, 600)
+    assert cmd == "report", cmd
+    pipe.send(
+        {
+            "video": [p.video for p in players],
+            "audio": [p.audio for p in players],
+            "out_of_order": sum(p.out_of_order for p in players),
+            "disconnected": sum(1 for p in players if p.closed.done()),
+            "latencies": latencies.tobytes(),
+        }
+    )
+    for p in players:
+        p.close()
+    await asyncio.sleep(0.2)
+
+
+def players_process(pipe, port: int, stream: str, count: int, ready_timeout: float) -> None:
+    _die_with_parent()
+    _pin(LOAD_CPU)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            run_async(_players_main(pipe, port, stream, count, ready_timeout))
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                pipe.send({"error": f"{type(e).__name__}: {e}"})
+
+
+# -- publisher ----------------------------------------------------------------------------------------
+
+
+async def _publisher_main(pipe, port: int, stream: str, duration: float, video_bps: int) -> None:
+    loop = asyncio.get_running_loop()
+    pub = await open_client(HOST, port)
+    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    await asyncio.wait_for(pub.connect(APP, tc_url, type="nonprivate", flashVer="FMLE/3.0 (compatible; bench)"), 15)
+    pub.conn.send(m.SetChunkSize(4096))  # as FFmpeg and OBS do
+    pub.notify("releaseStream", None, stream)
+    pub.notify("FCPublish", None, stream)
+    sid = await asyncio.wait_for(pub.create_stream(), 15)
+    fut = pub.wait_status(sid, "NetStream.Publish.Start")
+    pub.notify("publish", None, stream, "live", stream_id=sid)
+    await asyncio.wait_for(fut, 15)
+    pipe.send({"published": True})
+    cmd = await _pipe_recv(pipe, 120)
+    assert cmd == "go", cmd
+
+    conn = pub.conn
+    transport = pub.transport
+    key_size, p_size = frame_sizes(video_bps)
+    gop = int(FPS * GOP_SECONDS)
+    pool = PayloadPool(seed=7)
+    rng = random.Random(11)
+    meta = ECMAArray(
+        width=1280.0, height=720.0, framerate=float(FPS), videocodecid=7.0, videodatarate=video_bps / 1000,
+        audiocodecid=10.0, audiosamplerate=44100.0, audiosamplesize=16.0, stereo=True, encoder="rtmpserver bench",
+    )
+    conn.send_raw(18, amf0.encode("@setDataFrame", "onMetaData", meta), stream_id=sid)
+    conn.send_raw(9, AVC_SEQUENCE_HEADER, stream_id=sid)
+    conn.send_raw(8, AAC_SEQUENCE_HEADER, stream_id=sid)
+    transport.write(conn.data_to_send())
+
+    n_video = int(duration * FPS)
+    n_audio = int(duration * AUDIO_RATE)
+    t0 = loop.time()
+    vi = ai = 0
+    late_max = 0.0
+    buf_max = 0
+    pipe.send({"started": time.time()})
+    while vi < n_video or ai < n_audio:
+        tv = vi / FPS if vi < n_video else float("inf")
+        ta = ai / AUDIO_RATE if ai < n_audio else float("inf")
+        # Video first on a tie: a player starts at the keyframe, audio before it would be held back.
+        due = min(tv, ta)
+        delay = t0 + due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late_max = max(late_max, -delay)
+        if pub.error is not None:
+            raise RuntimeError(f"publisher connection failed: {pub.error}")
+        if tv <= ta:
+            key = vi % gop == 0
+            size = int((key_size if key else p_size) * rng.uniform(0.8, 1.2))
+            conn.send_raw(9, video_body(pool, size, key, time.time_ns(), vi), stream_id=sid, timestamp=int(tv * 1000))
+            vi += 1
+        else:
+            conn.send_raw(8, audio_body(pool, rng.randint(300, 440)), stream_id=sid, timestamp=int(ta * 1000))
+            ai += 1
+        transport.write(conn.data_to_send())
+        buf_max = max(buf_max, transport.get_write_buffer_size())
+    pipe.send({"done": True, "video": n_video, "audio": n_audio, "late_max_ms": late_max * 1000, "write_buffer_max": buf_max})
+    cmd = await _pipe_recv(pipe, 120)
+    pub.close()
+    await asyncio.sleep(0.1)
+
+
+def publisher_process(pipe, port: int, stream: str, duration: float, video_bps: int) -> None:
+    _die_with_parent()
+    _pin(LOAD_CPU)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            run_async(_publisher_main(pipe, port, stream, duration, video_bps))
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                pipe.send({"error": f"{type(e).__name__}: {e}"})
+
+
+# -- orchestration -----------------------------------------------------------------------------------
+
+
+class Children:
+    """Every helper process of a step; all are stopped on exit, whatever happens."""
+
+    def __init__(self) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.procs: list = []
+
+    def start(self, target, *args):
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=target, args=(child, *args), daemon=True)
+        p.start()
+        child.close()
+        self.procs.append(p)
+        return p, parent
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+            if p.is_alive():
+                p.kill()
+                p.join(2)
+        self.procs.clear()
+
+
+def recv(pipe, timeout: float, what: str):
+    if not pipe.poll(timeout):
+        raise TimeoutError(f"no answer from the {what} within {timeout:.0f} s")
+    msg = pipe.recv()
+    if isinstance(msg, dict) and "error" in msg:
+        raise RuntimeError(f"{what}: {msg['error']}")
+    return msg
+
+
+def percentile(sorted_values, q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, int(round(q / 100 * (len(sorted_values) - 1)))))
+    return sorted_values[i]
+
+
+PY_SPY = os.path.join(os.path.dirname(sys.executable), "py-spy")
+
+
+def start_profile(server: Server, n: int, seconds: float, workdir: str):
+    """py-spy (sampling, non-blocking) on the rtmpserver process for the publishing window."""
+    if server.kind != "rtmpserver" or not os.path.exists(PY_SPY):
+        return None
+    out = os.path.join(workdir, f"profile-{server.label.split('=')[-1]}-{n}.txt")
+    cmd = [PY_SPY, "record", "--nonblocking", "-r", "200", "-f", "raw", "-F", "-d", str(max(1, int(seconds))),
+           "-p", str(server.pid), "-o", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    return proc, out
+
+
+def summarize_profile(path: str, top: int = 15) -> dict:
+    """Self and inclusive sample shares per function from py-spy's collapsed-stack output."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            c = int(count)
+            total += c
+            frames = stack.split(";")
+            self_n[frames[-1]] = self_n.get(frames[-1], 0) + c
+            for fr in set(frames):
+                incl_n[fr] = incl_n.get(fr, 0) + c
+    def share(d, skip_outer=False):
+        rows = sorted(d.items(), key=lambda kv: -kv[1])
+        if skip_outer:  # the reactor loop and twistd start-up frames hold ~100% and say nothing
+            rows = [kv for kv in rows if kv[1] < 0.9 * total]
+        return [(k, round(v / max(1, total) * 100, 1)) for k, v in rows[:top]]
+    return {"samples": total, "self": share(self_n), "inclusive": share(incl_n, True)}
+
+
+def run_step(server: Server, n: int, args, children: Children) -> dict:
+    stream = f"bench{n}-{uuid.uuid4().hex[:6]}"
+    quiet = wait_quiet(args.wait_quiet)
+    per_worker = args.players_per_worker
+    shares = [min(per_worker, n - i) for i in range(0, n, per_worker)]
+    workers = [children.start(players_process, server.port, stream, k, 60.0) for k in shares]
+    res: dict = {"n": n, "workers": len(workers), "busiest_core_before_pct": quiet}
+    prof = None
+    try:
+        ready = 0
+        errors: list[str] = []
+        for _, pipe in workers:
+            msg = recv(pipe, 70, "player process")
+            ready += msg["ready"]
+            errors += msg["errors"]
+        res["players_ready"] = ready
+        if ready < n:
+            res.update(passed=False, why=f"only {ready}/{n} players started: {errors[:2]}")
+            return res
+        pub, ppipe = children.start(publisher_process, server.port, stream, args.duration, args.video_bps)
+        recv(ppipe, 30, "publisher")
+        load_pids = [pub.pid] + [w.pid for w, _ in workers]
+        cpu0 = cpu_seconds(server.pid)
+        load0 = sum(cpu_seconds(p) for p in load_pids)
+        busy0 = cpu_busy()
+        prof = start_profile(server, n, args.duration, server.dir) if args.profile else None
+        ppipe.send("go")
+        recv(ppipe, 10, "publisher")  # started
+        t0 = time.monotonic()
+        done = recv(ppipe, args.duration + 30, "publisher")
+        t1 = time.monotonic()
+        cpu1 = cpu_seconds(server.pid)
+        load1 = sum(cpu_seconds(p) for p in load_pids)
+        busy1 = cpu_busy()
+        time.sleep(args.drain)
+        rss = rss_kib(server.pid)
+        videos: list[int] = []
+        audios: list[int] = []
+        lat = array.array("d")
+        out_of_order = disconnected = 0
+        for _, pipe in workers:
+            pipe.send("report")
+        for _, pipe in workers:
+            r = recv(pipe, 60, "player process")
+            videos += r["video"]
+            audios += r["audio"]
+            out_of_order += r["out_of_order"]
+            disconnected += r["disconnected"]
+            lat.frombytes(r["latencies"])
+        ppipe.send("stop")
+        if prof is not None:
+            with contextlib.suppress(Exception):
+                prof[0].wait(timeout=30)
+                res["profile"] = summarize_profile(prof[1])
+        lat_sorted = sorted(lat)
+        wall = t1 - t0
+        complete = sum(1 for v, a in zip(videos, audios) if v == done["video"] and a == done["audio"])
+        res.update(
+            video_sent=done["video"],
+            audio_sent=done["audio"],
+            players_complete=complete,
+            min_video=min(videos) if videos else 0,
+            min_audio=min(audios) if audios else 0,
+            frames_missing=sum(done["video"] - v for v in videos) + sum(done["audio"] - a for a in audios),
+            out_of_order=out_of_order,
+            disconnected=disconnected,
+            p50_ms=percentile(lat_sorted, 50),
+            p99_ms=percentile(lat_sorted, 99),
+            max_ms=lat_sorted[-1] if lat_sorted else float("nan"),
+            server_cpu_pct=(cpu1 - cpu0) / wall * 100,
+            load_cpu_pct=(load1 - load0) / wall * 100,
+            # Everything that ran on each core (incl. kernel softirq for loopback TCP and other
+            # users' processes); busy minus server (CPU 0) or minus load (CPU 1) is interference.
+            cpu_busy_pct={c: (busy1[c] - busy0.get(c, 0)) / wall * 100 for c in busy1},
+            server_rss_mib=rss / 1024,
+            publisher_late_max_ms=done["late_max_ms"],
+            publisher_write_buffer_max=done["write_buffer_max"],
+            window_s=wall,
+        )
+        res["cpu_per_player_pct"] = res["server_cpu_pct"] / n
+        why = []
+        if complete < n:
+            why.append(f"{n - complete} players missed frames ({res['frames_missing']} missing)")
+        if not res["p99_ms"] < P99_LIMIT_MS:
+            why.append(f"p99 {res['p99_ms']:.0f} ms >= {P99_LIMIT_MS:.0f}")
+        res["passed"] = not why
+        res["why"] = "; ".join(why)
+        if res["load_cpu_pct"] > 90:
+            res["why"] = (res["why"] + "; " if res["why"] else "") + "load generator near 100% CPU: figures are a lower bound"
+        return res
+    finally:
+        if prof is not None and prof[0].poll() is None:
+            prof[0].kill()
+            prof[0].wait(5)
+        children.stop_all()
+
+
+async def _hold_idle(port: int, k: int, pid: int, settle: float) -> dict:
+    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    sem = asyncio.Semaphore(50)
+
+    async def one() -> Client:
+        async with sem:
+            c = await open_client(HOST, port)
+            await asyncio.wait_for(c.connect(APP, tc_url), 15)
+            return c
+
+    warm = await asyncio.gather(*(one() for _ in range(20)))
+    for c in warm:
+        c.close()
+    await asyncio.sleep(settle)
+    before = rss_kib(pid)
+    clients = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(k)), return_exceptions=True), 120)
+    ok = [c for c in clients if isinstance(c, Client)]
+    await asyncio.sleep(settle)
+    after = rss_kib(pid)
+    for c in ok:
+        c.close()
+    await asyncio.sleep(0.5)
+    return {"k": len(ok), "rss_before_mib": before / 1024, "rss_after_mib": after / 1024,
+            "kib_per_conn": (after - before) / max(1, len(ok))}
+
+
+async def _connect_rate(port: int, seconds: float, parallel: int) -> dict:
+    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    done = 0
+    errors = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def worker() -> None:
+        nonlocal done, errors
+        while loop.time() < deadline:
+            c = None
+            try:
+                c = await open_client(HOST, port, timeout=10)
+                await asyncio.wait_for(c.connect(APP, tc_url), 10)
+                done += 1
+            except Exception:
+                errors += 1
+                await asyncio.sleep(0.01)
+            finally:
+                if c is not None:
+                    c.close()
+
+    t0 = loop.time()
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    return {"parallel": parallel, "connects": done, "errors": errors, "per_s": done / (loop.time() - t0)}
+
+
+def measure_connections(server: Server, args) -> dict:
+    out: dict = {"busiest_core_before_pct": wait_quiet(args.wait_quiet)}
+    out["idle"] = run_async(_hold_idle(server.port, args.idle, server.pid, 1.0))
+    for parallel in (1, 50):
+        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        r = run_async(_connect_rate(server.port, args.connect_seconds, parallel))
+        r["server_cpu_pct"] = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0) * 100
+        out[f"connect_{parallel}"] = r
+        time.sleep(0.5)
+    return out
+
+
+def versions() -> dict:
+    v = {"python": sys.version.split()[0]}
+    with contextlib.suppress(Exception):
+        import twisted
+
+        v["twisted"] = twisted.__version__
+    v["uvloop"] = getattr(uvloop, "__version__", None) if uvloop else None
+    with contextlib.suppress(Exception):
+        r = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=5)
+        v["nginx"] = (r.stderr or r.stdout).strip().split(":", 1)[-1].strip()
+    with contextlib.suppress(Exception):
+        v["git"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    with contextlib.suppress(Exception):
+        v["loadavg_at_start"] = open("/proc/loadavg").read().split()[:3]
+    return v
+
+
+def fmt_ms(x) -> str:
+    return "-" if x is None or x != x else f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def print_step(label: str, r: dict) -> None:
+    if "p50_ms" not in r:
+        print(f"  {label:<30} N={r['n']:<4} FAIL  {r.get('why', '')}", flush=True)
+        return
+    print(
+        f"  {label:<30} N={r['n']:<4} {'pass' if r['passed'] else 'FAIL'}  "
+        f"complete {r['players_complete']}/{r['n']}  p50 {fmt_ms(r['p50_ms'])} ms  p99 {fmt_ms(r['p99_ms'])} ms  "
+        f"max {fmt_ms(r['max_ms'])} ms  server CPU {r['server_cpu_pct']:.0f}% ({r['cpu_per_player_pct']:.2f}%/player)  "
+        f"load CPU {r['load_cpu_pct']:.0f}%  busy CPU0/CPU1 {r['cpu_busy_pct'].get(0, 0):.0f}/{r['cpu_busy_pct'].get(1, 0):.0f}%  "
+        f"RSS {r['server_rss_mib']:.0f} MiB"
+        + (f"  [{r['why']}]" if r["why"] else ""),
+        flush=True,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare-nginx", action="store_true", help="also run nginx with libnginx-mod-rtmp")
+    ap.add_argument("--players", default="10,25,50,100,200,400,600,800,1000", help="the ramp of player counts (max 2000)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds the publisher sends per step (max 120)")
+    ap.add_argument("--drain", type=float, default=3.0, help="seconds to wait for late frames after the publisher stops")
+    ap.add_argument("--merge", default="0,20", help="write_merge_ms values to run rtmpserver with")
+    ap.add_argument("--video-bps", type=int, default=2_000_000, help="video bitrate (default 2 Mbit/s)")
+    ap.add_argument("--players-per-worker", type=int, default=100, help="players per load process")
+    ap.add_argument("--idle", type=int, default=500, help="idle connections for the memory figure")
+    ap.add_argument("--connect-seconds", type=float, default=5.0, help="seconds per connection-rate test")
+    ap.add_argument("--no-connections", action="store_true", help="skip idle memory and connection rate")
+    ap.add_argument("--no-ramp", action="store_true", help="skip the player ramp")
+    ap.add_argument("--wait-quiet", type=float, default=60.0, help="before each measurement wait up to this many seconds for idle cores")
+    ap.add_argument("--max-seconds", type=float, default=1800.0, help="stop starting new steps after this")
+    ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--profile", action="store_true", help="sample rtmpserver with py-spy during each step (top functions in --json)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: --players 5,10 --duration 3 --idle 50 --connect-seconds 1")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the server working directory")
+    args = ap.parse_args()
+    if args.quick:
+        args.players, args.duration, args.idle, args.connect_seconds, args.drain = "5,10", 3.0, 50, 1.0, 1.0
+        args.wait_quiet = min(args.wait_quiet, 2.0)
+    ramp = sorted({int(x) for x in args.players.split(",") if x.strip()})
+    if not ramp or ramp[0] < 1 or ramp[-1] > 2000:
+        ap.error("--players: counts from 1 to 2000")
+    args.duration = min(max(args.duration, 1.0), 120.0)
+    args.idle = min(max(args.idle, 1), 5000)
+    args.connect_seconds = min(max(args.connect_seconds, 0.5), 60.0)
+    merges = [float(x) for x in args.merge.split(",") if x.strip()]
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    pinned = (os.cpu_count() or 1) >= 2
+    if pinned:
+        os.sched_setaffinity(0, {LOAD_CPU})
+    info = versions()
+    info["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    info["pinning"] = f"server on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}" if pinned else "none (1 CPU)"
+    print(f"rtmpserver load test  {info}", flush=True)
+
+    workdir = tempfile.mkdtemp(prefix="rtmpbench-")
+    targets = [Server("rtmpserver", workdir, mg) for mg in merges]
+    if args.compare_nginx:
+        if not os.path.exists(NGINX_RTMP_MODULE):
+            print(f"nginx-rtmp module not found at {NGINX_RTMP_MODULE} (apt-get install libnginx-mod-rtmp)", file=sys.stderr)
+            return 2
+        targets.append(Server("nginx", workdir))
+    results: dict = {"info": info, "args": vars(args), "targets": {}}
+    started = time.monotonic()
+    children = Children()
+    try:
+        for idx, server in enumerate(targets):
+            print(f"\n== {server.label} (port {server.port}) ==", flush=True)
+            server.start()
+            tr: dict = {"steps": []}
+            results["targets"][server.label] = tr
+            try:
+                # Merging writes changes nothing for idle or connecting clients: measure once per server kind.
+                if not args.no_connections and (idx == 0 or server.kind == "nginx"):
+                    c = measure_connections(server, args)
+                    tr["connections"] = c
+                    i = c["idle"]
+                    print(
+                        f"  idle: {i['k']} connected clients: RSS {i['rss_before_mib']:.1f} -> {i['rss_after_mib']:.1f} MiB, "
+                        f"{i['kib_per_conn']:.1f} KiB per connection",
+                        flush=True,
+                    )
+                    for key in ("connect_1", "connect_50"):
+                        r = c[key]
+                        print(
+                            f"  connects, {r['parallel']:>2} in parallel: {r['per_s']:.0f}/s "
+                            f"({r['connects']} ok, {r['errors']} errors, server CPU {r['server_cpu_pct']:.0f}%)",
+                            flush=True,
+                        )
+                if not args.no_ramp:
+                    for n in ramp:
+                        if time.monotonic() - started > args.max_seconds:
+                            print(f"  stopping: --max-seconds {args.max_seconds:.0f} reached", flush=True)
+                            break
+                        try:
+                            r = run_step(server, n, args, children)
+                        except (TimeoutError, RuntimeError, OSError, EOFError) as e:
+                            r = {"n": n, "passed": False, "why": f"{type(e).__name__}: {e}"}
+                        tr["steps"].append(r)
+                        print_step(server.label, r)
+                        if not server.alive():
+                            print(f"  server died; log:\n{tail(server.log)}", flush=True)
+                            break
+                        if not r["passed"]:
+                            break
+                        time.sleep(1.0)
+                    passed = [s["n"] for s in tr["steps"] if s.get("passed")]
+                    tr["max_players"] = max(passed) if passed else 0
+            finally:
+                server.stop()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all(timeout=2)
+        for s in targets:
+            with contextlib.suppress(Exception):
+                s.stop()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1, default=str)
+        if args.keep_logs:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\nSummary ({args.video_bps / 1e6:g} Mbit/s video + audio, {args.duration:g} s per step; pass = all frames to every player and p99 < {P99_LIMIT_MS:.0f} ms)")
+    for label, tr in results["targets"].items():
+        line = f"  {label:<30}"
+        if "max_players" in tr:
+            line += f" largest passing N: {tr['max_players']}"
+        c = tr.get("connections")
+        if c:
+            line += (
+                f"; idle {c['idle']['kib_per_conn']:.1f} KiB/conn; connects/s {c['connect_1']['per_s']:.0f} sequential, "
+                f"{c['connect_50']['per_s']:.0f} with 50 in parallel"
+            )
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
