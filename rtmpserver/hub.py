@@ -113,6 +113,8 @@ class LiveStream:
         self.started_at = 0.0
         self.bytes_in = 0
         self.frames_in = 0
+        self._bw_sample = (0.0, 0)  # (time, bytes_in) at the last bandwidth reading
+        self._bw = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -121,6 +123,19 @@ class LiveStream:
     @property
     def active(self) -> bool:
         return self.publisher is not None
+
+    def bandwidth(self, now: float) -> float:
+        """Bytes per second received, averaged since the previous reading (at least 1 s back).
+
+        Sampled when monitoring asks, so the media path only adds to a byte counter.
+        """
+        t0, b0 = self._bw_sample
+        if t0 == 0.0:
+            t0 = self.started_at
+        if now - t0 >= 1.0:
+            self._bw = (self.bytes_in - b0) / (now - t0)
+            self._bw_sample = (now, self.bytes_in)
+        return self._bw
 
     # -- publisher side -----------------------------------------------------------------------
 

@@ -93,6 +93,17 @@ class RTMPServerProtocol(protocol.Protocol):
         s.connection_lost(reason.getErrorMessage() if reason is not None else "closed")
         f = self.factory
         f.connection_lost(self)
+        totals = f.app_totals.setdefault(s.app or "-", {})
+        for key, value in (
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", s.conn.bytes_sent + s.media_bytes_out),
+            ("dropped", s.dropped_total),
+            ("resyncs", s.resyncs_total),
+            ("sessions", 1),
+        ):
+            totals[key] = totals.get(key, 0) + value
+        for hook, n in s.rejections.items():
+            totals[f"rejected_{hook}"] = totals.get(f"rejected_{hook}", 0) + n
         if f.config.access_log:
             dropped, resyncs = s.dropped_total, s.resyncs_total
             _access_log.info(
@@ -170,6 +181,9 @@ class RTMPServerFactory(protocol.Factory):
         self.connections: set[RTMPServerProtocol] = set()
         self.per_ip: dict[str, int] = {}
         self.stats = {"connections_total": 0, "refused": 0, "protocol_errors": 0, "handshake_failures": 0}
+        # Per-app totals of sessions that have ended (live sessions are added at read time).
+        self.app_totals: dict[str, dict[str, int]] = {}
+        self.started = clock.seconds()
         self._timer: LoopingCall | None = None
         self._all_closed: list[defer.Deferred] = []
         self._users = 0

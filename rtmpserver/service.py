@@ -83,4 +83,14 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None) 
         listener = strports.service(endpoint, factory, reactor=reactor)
         listener.setName(endpoint)
         listener.setServiceParent(root)
+    if config.http and hasattr(factory, "hub"):
+        # HTTP shares the reactor and the hub with RTMP: one process serves both.
+        from rtmpserver.http.site import build_site
+
+        for http in config.http.values():
+            site = build_site(factory, http, getattr(factory, "hls_registry", None))
+            for endpoint in http.listen:
+                listener = strports.service(endpoint, site, reactor=reactor)
+                listener.setName(f"http:{http.name}:{endpoint}")
+                listener.setServiceParent(root)
     return root

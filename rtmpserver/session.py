@@ -218,6 +218,7 @@ class Session:
         self.stream_names: set[str] = set()
         self.last_ping_sent = 0.0
         self.media_bytes_out = 0
+        self.rejections: dict[str, int] = {}  # hook -> requests the handler chain refused
         self.dropped_total = 0  # messages players of this connection dropped because they lagged
         self.resyncs_total = 0
 
@@ -387,6 +388,7 @@ class Session:
 
         def refused(f) -> None:
             f.trap(Rejected)
+            self.rejections["connect"] = self.rejections.get("connect", 0) + 1
             self._connecting = False
             self._queued.clear()
             if not self.closed:
@@ -520,6 +522,7 @@ class Session:
 
         def refused(f) -> None:
             f.trap(Rejected)
+            self.rejections[hook] = self.rejections.get(hook, 0) + 1
             if self.streams.get(sid) is _PENDING:
                 self.streams[sid] = None
             if not self.closed:
@@ -706,6 +709,26 @@ class Session:
     def _closed_event(self, name: str, role: str, why: str) -> None:
         if self.chain is not None:
             self.chain.close_stream(StreamClosed(app=self.app, name=name, role=role, reason=why, session=self.view))
+
+    def redirect(self, sid: int, new_name: str) -> None:
+        """Control API: move a publish or play on ``sid`` to another stream name (nginx-rtmp's redirect).
+
+        The stream is closed and the same request made again under the new name, through the
+        handler chain like any other.
+        """
+        st = self.streams.get(sid)
+        if st is None or st is _PENDING or self.closed:
+            return
+        if type(st) is PublisherStream:
+            mode, args = st.mode, st.args
+            self._close_stream(sid, "redirect")
+            self.streams[sid] = None
+            self._command(m.CommandMessage(sid, "publish", 0, None, [new_name, mode]))
+        else:
+            self._close_stream(sid, "redirect")
+            self.streams[sid] = None
+            self._command(m.CommandMessage(sid, "play", 0, None, [new_name, -2.0, -1.0, True]))
+        self.flush()
 
     def evicted(self, pub: PublisherStream, reason: str) -> None:
         """Another publisher took our stream over (publisher_clash)."""

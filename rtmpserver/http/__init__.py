@@ -1,0 +1,1 @@
+"""HTTP delivery and monitoring from the same reactor as RTMP (twisted.web resources)."""

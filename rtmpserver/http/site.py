@@ -1,0 +1,138 @@
+"""The HTTP site of one ``[http:NAME]`` section: routing, token check, CORS.
+
+| path | what |
+|---|---|
+| ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
+| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
+| ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
+| ``/metrics`` | Prometheus text format (``metrics = yes``) |
+| ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
+
+Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
+or ``?token=``); config refuses them on a non-loopback listener without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from rtmpserver.http import control as control_mod
+from rtmpserver.http import monitor
+from rtmpserver.http.flv import serve_flv
+
+__all__ = ["RootResource", "build_site"]
+
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.~@+=")
+
+
+def _clean(segment: bytes) -> str | None:
+    """A URL path segment usable as an app or stream name, or None (no traversal, no oddities)."""
+    try:
+        text = segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or text in (".", "..") or not set(text) <= _NAME_OK:
+        return None
+    return text
+
+
+class RootResource(Resource):
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, factory, http_config, hls_registry=None) -> None:
+        super().__init__()
+        self.factory = factory
+        self.conf = http_config
+        self.flv_clients: set = set()
+        self.hls = hls_registry
+        self._metrics_registry = None
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _reply(self, request, code: int, body: bytes, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", ctype)
+        return body
+
+    def _authorized(self, request) -> bool:
+        token = self.conf.token
+        if not token:
+            return True
+        given = b""
+        auth = request.getHeader(b"authorization") or b""
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        elif b"token" in request.args:
+            given = request.args[b"token"][0]
+        return hmac.compare_digest(given, token.encode())
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def render_HEAD(self, request):
+        return self.render_GET(request)
+
+    def render_GET(self, request):
+        request.setHeader(b"access-control-allow-origin", self.conf.cors.encode())
+        path = [p for p in request.postpath]
+        if path and path[-1] == b"":
+            path = path[:-1]
+        conf = self.conf
+        if path == [b"stat"] and conf.stat:
+            return self._admin(request, lambda: (monitor.stat_xml(self._snap()), b"text/xml; charset=utf-8"))
+        if len(path) == 3 and path[:2] == [b"api", b"v1"] and conf.api:
+            if path[2] == b"streams":
+                return self._admin(request, lambda: (json.dumps(monitor.streams_json(self._snap()), indent=1).encode(), b"application/json"))
+            if path[2] == b"clients":
+                return self._admin(request, lambda: (json.dumps(monitor.clients_json(self._snap()), indent=1).encode(), b"application/json"))
+        if path == [b"metrics"] and conf.metrics:
+            return self._admin(request, self._metrics)
+        if path and path[0] == b"control" and conf.control:
+            if not self._authorized(request):
+                return self._reply(request, 401, b"token required\n")
+            request.postpath = path[1:]
+            code, body = control_mod.control(request, self.factory)
+            return self._reply(request, code, body)
+        if len(path) == 3 and path[0] == b"hls" and conf.hls and self.hls is not None:
+            app = _clean(path[1])
+            name = _clean(path[2])
+            if app is None or name is None:
+                return self._reply(request, 404, b"not found\n")
+            return self.hls.render(request, app, name)
+        if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
+            app = _clean(path[0])
+            name = _clean(path[1][:-4])
+            if app is None or name is None:
+                return self._reply(request, 404, b"not found\n")
+            return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
+        return self._reply(request, 404, b"not found\n")
+
+    def _admin(self, request, produce):
+        if not self._authorized(request):
+            return self._reply(request, 401, b"token required\n")
+        body, ctype = produce()
+        return self._reply(request, 200, body, ctype)
+
+    def _snap(self) -> dict:
+        return monitor.snapshot(self.factory, self.flv_clients)
+
+    def _metrics(self):
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self._metrics_registry is None:
+            self._metrics_registry = CollectorRegistry(auto_describe=False)
+            self._metrics_registry.register(monitor.MetricsCollector(self.factory, self.flv_clients))
+        return generate_latest(self._metrics_registry), CONTENT_TYPE_LATEST.encode()
+
+
+def build_site(factory, http_config, hls_registry=None) -> server.Site:
+    root = RootResource(factory, http_config, hls_registry)
+    site = server.Site(root)
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,217 @@
+"""HTTP endpoints over twisted.web's test request: /stat, API, metrics, control, HTTP-FLV, tokens."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+
+from rtmpserver import config as configmod
+from rtmpserver.codec import messages as m
+from rtmpserver.http.site import RootResource
+from rtmpserver.media.flv import FLVReader
+from rtmpserver.protocol import RTMPServerFactory
+from tests.test_protocol import AAC_SEQ, AVC_SEQ, Peer, aac, inter, key, media, statuses
+
+TOKEN = "0123456789abcdef-token"
+
+
+def make(http_extra="control = yes"):
+    cfg = configmod.parse(
+        "[server]\nlisten = tcp:0:interface=127.0.0.1\n[app:live]\n"
+        f"[http:main]\nlisten = tcp:0:interface=127.0.0.1\n{http_extra}\n",
+        "t.ini",
+    )
+    f = RTMPServerFactory(cfg, Clock())
+    return f, RootResource(f, cfg.http["main"])
+
+
+class Request(DummyRequest):
+    """DummyRequest drives only pull producers; HTTP-FLV clients are push producers."""
+
+    producer = None
+
+    def registerProducer(self, producer, streaming):
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+def get(root, path, args=None, headers=None):
+    req = Request([p.encode() for p in path.strip("/").split("/")])
+    req.args = {k.encode(): [v.encode()] for k, v in (args or {}).items()}
+    for k, v in (headers or {}).items():
+        req.requestHeaders.setRawHeaders(k, [v])
+    body = root.render(req)
+    if body is not NOT_DONE_YET:
+        req.write(body)
+        req.finish()
+    return req
+
+
+def body(req):
+    return b"".join(req.written)
+
+
+def live_stream(f):
+    pub = Peer(f)
+    sid, _ = pub.publish("cam")
+    pub.send_metadata(sid, {"width": 320.0, "height": 240.0, "framerate": 30.0})
+    # A real AVC sequence header (320x240 Baseline) and AAC LC 44.1 kHz stereo config.
+    avc = bytes.fromhex("170000000001 42c00d ffe1 0019 6742c00dd9014196c044000003000400000300783c50a9a0 01 0004 68cb8cb2".replace(" ", ""))
+    pub.send_media(sid, "v", 0, avc)
+    pub.send_media(sid, "a", 0, AAC_SEQ)
+    pub.send_media(sid, "v", 0, key())
+    pub.send_media(sid, "a", 10, aac())
+    return pub, sid
+
+
+def test_stat_has_nginx_rtmp_structure():
+    f, root = make()
+    pub, sid = live_stream(f)
+    player = Peer(f)
+    player.play("cam")
+    doc = ET.fromstring(body(get(root, "stat")))
+    assert doc.tag == "rtmp"
+    for el in ("nginx_version", "nginx_rtmp_version", "pid", "uptime", "naccepted", "bw_in", "bytes_in", "bw_out", "bytes_out"):
+        assert doc.find(el) is not None, el
+    app = doc.find("server/application")
+    assert app.findtext("name") == "live"
+    stream = app.find("live/stream")
+    assert stream.findtext("name") == "cam"
+    for el in ("time", "bw_in", "bytes_in", "bw_out", "bytes_out", "bw_audio", "bw_video", "nclients"):
+        assert stream.find(el) is not None, el
+    assert stream.findtext("nclients") == "2"
+    assert stream.find("publishing") is not None and stream.find("active") is not None
+    clients = stream.findall("client")
+    assert len(clients) == 2
+    assert sum(1 for c in clients if c.find("publishing") is not None) == 1
+    for c in clients:
+        for el in ("id", "address", "time", "flashver", "dropped", "avsync", "timestamp"):
+            assert c.find(el) is not None, el
+    video = stream.find("meta/video")
+    assert video.findtext("width") == "320" and video.findtext("height") == "240"
+    assert video.findtext("codec") == "H264" and video.findtext("profile") == "Baseline"
+    audio = stream.find("meta/audio")
+    assert audio.findtext("codec") == "AAC" and audio.findtext("channels") == "2"
+    assert audio.findtext("sample_rate") == "44100"
+    assert app.findtext("live/nclients") == "2"
+
+
+def test_api_streams_and_clients():
+    f, root = make()
+    live_stream(f)
+    streams = json.loads(body(get(root, "api/v1/streams")))["streams"]
+    assert [(s["app"], s["name"], s["active"]) for s in streams] == [("live", "cam", True)]
+    assert streams[0]["publisher"]["role"] == "publisher"
+    clients = json.loads(body(get(root, "api/v1/clients")))["clients"]
+    assert [c["role"] for c in clients] == ["publisher"]
+
+
+def test_metrics_parse_with_prometheus_parser():
+    f, root = make()
+    pub, sid = live_stream(f)
+    bad = Peer(f)
+    bad.proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    req = get(root, "metrics")
+    families = {fam.name: fam for fam in text_string_to_metric_families(body(req).decode())}
+    assert families["rtmp_streams"].samples[0].labels == {"app": "live"}
+    assert families["rtmp_streams"].samples[0].value == 1
+    assert [s.value for s in families["rtmp_protocol_errors"].samples if s.name.endswith("_total")] == [1]
+    assert any(s.value > 0 for s in families["rtmp_bytes_in"].samples)
+
+
+def test_control_drop_publisher_and_players_see_unpublish():
+    f, root = make()
+    pub, sid = live_stream(f)
+    player = Peer(f)
+    player.play("cam")
+    player.take()
+    req = get(root, "control/drop/publisher", {"app": "live", "name": "cam"})
+    assert body(req) == b"1"
+    assert pub.closed
+    pub.lose()
+    assert "NetStream.Play.UnpublishNotify" in statuses(player.take())
+
+
+def test_control_redirect_subscriber():
+    f, root = make()
+    live_stream(f)
+    other = Peer(f)
+    osid, _ = other.publish("other")
+    other.send_media(osid, "v", 0, key())
+    player = Peer(f)
+    player.play("cam")
+    player.take()
+    assert body(get(root, "control/redirect/subscriber", {"app": "live", "name": "cam", "newname": "other"})) == b"1"
+    got = player.take()
+    assert "NetStream.Play.Start" in statuses(got)
+    assert [x.payload for x in media(got)] == [key()]
+
+
+def test_control_is_off_by_default_and_errors_are_clear():
+    f, root = make(http_extra="")
+    assert get(root, "control/drop/publisher").responseCode == 404
+    f, root = make()
+    assert get(root, "control/drop/everyone").responseCode == 404
+    assert get(root, "control/redirect/subscriber", {"name": "x"}).responseCode == 400
+
+
+def test_token_is_required_when_set():
+    f, root = make(http_extra=f"control = yes\ntoken = {TOKEN}")
+    assert get(root, "stat").responseCode == 401
+    assert get(root, "control/drop/client").responseCode == 401
+    assert get(root, "stat", {"token": "wrong-wrong-wrong-wrong"}).responseCode == 401
+    assert get(root, "stat", {"token": TOKEN}).responseCode in (200, None)
+    ok = get(root, "metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    assert ok.responseCode in (200, None) and body(ok).startswith(b"#")
+
+
+def test_http_flv_streams_header_metadata_headers_gop_then_live():
+    f, root = make()
+    pub, sid = live_stream(f)
+    req = get(root, "live/cam.flv")
+    assert req.responseHeaders.getRawHeaders(b"content-type") == [b"video/x-flv"]
+    pub.send_media(sid, "v", 33, inter())
+    reader = FLVReader()
+    tags = reader.feed(body(req))
+    assert reader.has_video and reader.has_audio
+    kinds = [(t.type, t.timestamp) for t in tags]
+    assert kinds[0][0] == 18  # onMetaData
+    assert [t.type for t in tags[1:3]] == [9, 8]  # sequence headers
+    assert [t.payload for t in tags[3:]] == [key(), aac(), inter()]
+    assert [t.timestamp for t in tags[3:]] == [0, 10, 33]
+    # The publisher leaving ends the response.
+    pub.call("deleteStream", None, float(sid))
+    assert req.finished
+
+
+def test_http_flv_unknown_stream_and_bad_names_are_404():
+    f, root = make()
+    assert get(root, "live/nothing.flv").responseCode == 404
+    assert get(root, "live/..%2f.flv").responseCode == 404
+    assert get(root, "nope/x.flv").responseCode == 404
+
+
+def test_http_flv_slow_client_drops_and_resyncs():
+    f, root = make()
+    pub, sid = live_stream(f)
+    req = get(root, "live/cam.flv")
+    client = next(iter(root.flv_clients))
+    client.pauseProducing()
+    for i in range(200):
+        pub.send_media(sid, "v", 40 + i * 33, inter(40000))
+    assert client.dropped > 0 and client.backlog_bytes <= f.config.apps["live"].player_backlog_bytes + 50000
+    client.resumeProducing()
+    n = len(req.written)
+    pub.send_media(sid, "v", 9000, inter())
+    assert len(req.written) == n  # waits for a keyframe
+    pub.send_media(sid, "v", 9033, key())
+    assert len(req.written) == n + 1
