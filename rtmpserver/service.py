@@ -88,7 +88,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None) 
         from rtmpserver.http.site import build_site
 
         for http in config.http.values():
-            site = build_site(factory, http, getattr(factory, "hls_registry", None))
+            site = build_site(factory, http, factory.hub.services.get("hls"))
             for endpoint in http.listen:
                 listener = strports.service(endpoint, site, reactor=reactor)
                 listener.setName(f"http:{http.name}:{endpoint}")

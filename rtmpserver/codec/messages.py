@@ -312,12 +312,13 @@ def split_aggregate(raw: RawMessage, *, max_amf_depth: int = 32) -> list:
 
 def command_payload(name: str, transaction_id: float, command_object: Any = None, *arguments: Any) -> bytes:
     """AMF0 body of a command message."""
-    return amf0.encode(name, float(transaction_id), command_object, *arguments)
+    # No AMF0 references: librtmp (OBS, rtmpdump) rejects them in replies.
+    return amf0.encode(name, float(transaction_id), command_object, *arguments, references=False)
 
 
 def data_payload(*values: Any) -> bytes:
     """AMF0 body of a data message."""
-    return amf0.encode(*values)
+    return amf0.encode(*values, references=False)
 
 
 def encode(msg) -> tuple[int, bytes]:

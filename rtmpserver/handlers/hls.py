@@ -1,0 +1,171 @@
+"""The ``hls`` handler: segments every published stream of its app into HLS for HTTP delivery.
+
+On publish (once the chain has let it through) an ``HLSSink`` attaches to the live stream and
+feeds ``rtmpserver.media.hls.HLSSegmenter``, which cuts MPEG-TS segments at keyframes and keeps
+them in memory (a bounded sliding window).  The HTTP site serves them as
+``/hls/<app>/<stream>.m3u8`` and ``/hls/<app>/<stream>-<n>.ts``.  A publisher restart adds
+``#EXT-X-DISCONTINUITY``; on unpublish ``#EXT-X-ENDLIST`` is written when ``hls.endlist = yes``,
+and the playlist stays served for ``hls.linger`` seconds before it is forgotten.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from rtmpserver.errors import ConfigError, RemoteProtocolError
+from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory, IMediaSink
+from rtmpserver.media.hls import HLSSegmenter
+
+__all__ = ["HLSRegistry", "HLSSink", "HLSHandler", "factory"]
+
+
+class HLSRegistry:
+    """Segmenters by (app, stream), shared with the HTTP site through ``hub.services["hls"]``."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], HLSSegmenter] = {}
+
+    def render(self, request, app: str, filename: str):
+        """Answer ``/hls/<app>/<filename>`` (called by the site with cleaned names)."""
+        request.setHeader(b"cache-control", b"no-cache")
+        if filename.endswith(".m3u8"):
+            seg = self.streams.get((app, filename[:-5]))
+            if seg is None or not seg.segments:
+                request.setResponseCode(404)
+                return b"no such playlist (yet)\n"
+            request.setHeader(b"content-type", b"application/vnd.apple.mpegurl")
+            return seg.playlist().encode()
+        if filename.endswith(".ts"):
+            stem, _, number = filename[:-3].rpartition("-")
+            seg = self.streams.get((app, stem))
+            data = seg.segment(int(number)) if seg is not None and number.isdigit() and len(number) < 12 else None
+            if data is None:
+                request.setResponseCode(404)
+                return b"no such segment\n"
+            request.setHeader(b"content-type", b"video/mp2t")
+            return data
+        request.setResponseCode(404)
+        return b"not found\n"
+
+
+@implementer(IMediaSink)
+class HLSSink:
+    _log = Logger()
+
+    def __init__(self, handler: "HLSHandler", live) -> None:
+        self.handler = handler
+        self.live = live
+        self.segmenter = HLSSegmenter(live.name, handler.fragment, handler.window)
+        self.errors = 0
+
+    def stream_started(self, live) -> None:
+        self.segmenter.discontinuity()
+
+    def frame(self, frame) -> None:
+        try:
+            self.segmenter.feed(frame.type_id, frame.timestamp, frame.payload)
+        except RemoteProtocolError as e:
+            # One bad message must not stop segmenting (nor the live stream); log the first few.
+            self.errors += 1
+            if self.errors <= 3:
+                self._log.warn("hls {app}/{name}: message not segmented: {error}", app=live_app(self.live), name=self.live.name, error=e)
+
+    def stream_stopped(self, live) -> None:
+        if self.handler.endlist:
+            self.segmenter.end()
+        live.remove_sink(self)
+        self.handler._linger(self)
+
+
+def live_app(live) -> str:
+    return live.app
+
+
+@implementer(IAppHandler)
+class HLSHandler:
+    def __init__(self, registry: HLSRegistry, clock, fragment: float, window: int, endlist: bool, linger: float) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.fragment = fragment
+        self.window = window
+        self.endlist = endlist
+        self.linger = linger
+        self._expiry: dict = {}
+
+    def connect(self, request, proceed):
+        return proceed(request)
+
+    def play(self, request, proceed):
+        return proceed(request)
+
+    def close_stream(self, event):
+        return None
+
+    def publish(self, request, proceed):
+        d = proceed(request)
+        d.addCallback(self._attach)
+        d.addErrback(lambda f: None)  # refused later in the chain: nothing to segment
+        return d
+
+    def _attach(self, live):
+        key = (live.app, live.name)
+        old = self._expiry.pop(key, None)
+        if old is not None and old.active():
+            old.cancel()
+        sink = HLSSink(self, live)
+        previous = self.registry.streams.get(key)
+        if previous is not None:
+            # Same name published again while its old playlist lingers: continue its numbering
+            # behind a discontinuity so players keep going.
+            sink.segmenter = previous
+        self.registry.streams[key] = sink.segmenter
+        live.add_sink(sink)
+        return live
+
+    def _linger(self, sink: HLSSink) -> None:
+        key = (sink.live.app, sink.live.name)
+
+        def forget():
+            self._expiry.pop(key, None)
+            if self.registry.streams.get(key) is sink.segmenter and not sink.live.active:
+                del self.registry.streams[key]
+
+        self._expiry[key] = self.clock.callLater(self.linger, forget)
+
+
+@implementer(IPlugin, IAppHandlerFactory)
+class HLSHandlerFactory:
+    name = "hls"
+    description = "HLS (MPEG-TS segments, in memory) for every stream published to the app"
+
+    def build(self, settings, context):
+        where = f"{context.server.path}: [app:{context.app.name}]"
+        values = {"fragment": "2", "window": "5", "endlist": "yes", "linger": "30"}
+        for key, value in settings.items():
+            if key not in values:
+                raise ConfigError(f"{where} hls.{key}: unknown key (known: {', '.join(values)})")
+            values[key] = value
+        try:
+            fragment = float(values["fragment"])
+            if not 0.5 <= fragment <= 60:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{where} hls.fragment: expected seconds from 0.5 to 60, got '{values['fragment']}'") from None
+        if not values["window"].isdigit() or not 1 <= int(values["window"]) <= 100:
+            raise ConfigError(f"{where} hls.window: expected a number of segments from 1 to 100, got '{values['window']}'")
+        endlist = values["endlist"].lower()
+        if endlist not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+            raise ConfigError(f"{where} hls.endlist: expected yes or no, got '{values['endlist']}'")
+        try:
+            linger = float(values["linger"])
+            if not 0 <= linger <= 3600:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{where} hls.linger: expected seconds from 0 to 3600, got '{values['linger']}'") from None
+        registry = context.hub.services.setdefault("hls", HLSRegistry())
+        return HLSHandler(registry, context.clock, fragment, int(values["window"]), endlist in ("yes", "true", "on", "1"), linger)
+
+
+factory = HLSHandlerFactory()
