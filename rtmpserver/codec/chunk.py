@@ -187,8 +187,12 @@ class ChunkReader:
                     # FFmpeg, librtmp and FMS repeat the extended timestamp on type 3 chunks, some
                     # encoders do not: take the 4 bytes only when they repeat the value (PROTOCOL.md).
                     if pos + 4 > end:
-                        break
-                    if buf[pos : pos + 4] == ext:
+                        # Fewer than 4 bytes here: wait only if they could still be the start of
+                        # the repeated field; otherwise they are payload (a short last chunk from
+                        # an encoder that does not repeat it must not be held back).
+                        if ext.startswith(buf[pos:end]):
+                            break
+                    elif buf[pos : pos + 4] == ext:
                         pos += 4
                 new = not st.remaining
                 delta = st.delta
