@@ -194,8 +194,13 @@ def test_example_config_parses_to_defaults():
     assert cfg.listen == ("tcp:1935",)  # what `make run` starts
     assert cfg.limits == config.default_limits()
     assert dict(cfg.apps) == {"live": config.default_app("live")}
-    assert dataclasses.replace(cfg, path="", listen=()) == dataclasses.replace(
+    assert dataclasses.replace(cfg, path="", listen=(), http={}) == dataclasses.replace(
         config.parse(MINIMAL), path="", listen=())
+    # The HTTP section listens on loopback only, with every key at its default.
+    http = cfg.http["main"]
+    assert http.listen == ("tcp:8080:interface=127.0.0.1",)
+    defaults = {k: conv(d) for k, (conv, d) in config._HTTP_KEYS.items()}
+    assert {k: getattr(http, k) for k in defaults} == defaults
 
 
 def test_example_config_shows_every_key():
@@ -283,7 +288,9 @@ def test_docs_describe_every_key_with_its_default():
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`]*)` \|", docs, re.MULTILINE))
     assert "| `listen` | (required) |" in docs
     expected = {**{k: d for keys in (config._SERVER_KEYS, config._LIMIT_KEYS,
-                                                   config._APP_KEYS) for k, (_, d) in keys.items()}}
+                                                   config._APP_KEYS, config._HTTP_KEYS) for k, (_, d) in keys.items()}}
+    del expected["token"]  # empty by default: documented as "(empty)"
+    assert "| `token` | (empty) |" in docs
     assert rows == expected
 
 
