@@ -79,5 +79,15 @@ def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None
             except Invalid as e:
                 raise ConfigError(f"{where}: handler {name!r} built an object that is not an IAppHandler: {e}") from None
             built.append((name, handler))
+        _connect_record_done(built)
         chains[app.name] = Chain(app.name, built, clock, app.handler_timeout)
     return chains
+
+
+def _connect_record_done(built: list[tuple[str, Any]]) -> None:
+    """notify's on_record_done needs to hear from record in the same app (nginx-rtmp's on_record_done)."""
+    sources = [h for _, h in built if isinstance(getattr(h, "on_record_done", None), list)]
+    sinks = [h.recording_done for _, h in built if callable(getattr(h, "recording_done", None))]
+    for source in sources:
+        for sink in sinks:
+            source.on_record_done.append(sink)

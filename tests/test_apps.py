@@ -161,3 +161,13 @@ def test_handler_that_builds_a_non_handler_is_refused():
     directlyProvides(f, IAppHandlerFactory)
     with pytest.raises(ConfigError, match="not an IAppHandler"):
         apps.build_chains(cfg("handlers = bad"), Hub(), Clock(), factories={"bad": f, **apps.discover()})
+
+
+def test_record_done_reaches_notify_in_the_same_app(tmp_path):
+    chains = apps.build_chains(
+        cfg(f"handlers = notify, record, live\nnotify.on_record_done = http://127.0.0.1:9/done\n"
+            f"record.path = {tmp_path}/{{app}}/{{name}}-{{time}}.flv"),
+        Hub(), Clock(),
+    )
+    handlers = dict(chains["live"].handlers)
+    assert handlers["notify"].recording_done in handlers["record"].on_record_done

@@ -85,8 +85,15 @@ def control(request, factory) -> tuple[int, bytes]:
             return 404, b"the app has no record handler\n"
         paths = []
         for h in recorders:
-            path = getattr(h, method)(live)
-            if path:
-                paths.append(str(path))
+            try:
+                result = getattr(h, method)(live)
+            except (LookupError, ValueError) as e:
+                return 409, f"{e}\n".encode()
+            if result is not None and not isinstance(result, str):
+                # start() gives the recorder: report the file it writes now, like nginx-rtmp.
+                files = getattr(result, "paths", None) or []
+                result = files[-1] if files else getattr(result, "path", None)
+            if result:
+                paths.append(str(result))
         return 200, "\n".join(paths).encode()
     return 404, b"unknown control action\n"
