@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# ffmpeg/ffprobe (end-to-end tests, bench) and openssl (test certificates) from Debian when missing.
+# ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests) and openssl
+# (test certificates) from Debian when missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v rtmpdump >/dev/null 2>&1 || missing="$$missing rtmpdump"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -123,16 +123,27 @@ class ChunkReader:
         self.max_partial_bytes = max_partial_bytes
         self.max_partial_csids = max_partial_csids
         self.bytes_received = 0  # total bytes fed; the caller acknowledges from this (section 5.4.3)
-        self._buf = b""
+        # Received bytes not parsed yet, kept as pieces: joining them on every feed would copy a
+        # large pending chunk again for each TCP segment (quadratic in the chunk size).
+        self._pieces: list[bytes] = []
+        self._held = 0
+        self._need = 0  # total held bytes needed before parsing can make progress
         self._states: dict[int, _InState] = {}
         self._partial_bytes = 0
         self._partial_csids = 0
 
     def feed(self, data: bytes) -> list[RawMessage]:
         """Consume ``data``; return every message completed by it, in order of completion."""
-        base = self.bytes_received - len(self._buf)  # stream offset of buf[0], for error messages
         self.bytes_received += len(data)
-        buf = self._buf + data if self._buf else bytes(data)
+        if not data:
+            return []
+        self._pieces.append(bytes(data))
+        self._held += len(data)
+        if self._held < self._need:
+            return []  # the chunk being waited for is still incomplete: nothing to parse yet
+        base = self.bytes_received - self._held  # stream offset of buf[0], for error messages
+        buf = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+        need = 0
         out: list[RawMessage] = []
         pos = 0
         done = 0  # end of the last complete chunk; everything after it is parsed again next time
@@ -247,6 +258,7 @@ class ChunkReader:
                 remaining = st.remaining
             n = remaining if remaining < self.chunk_size else self.chunk_size
             if pos + n > end:
+                need = pos + n - done
                 break
 
             # The whole chunk is here: commit.
@@ -288,8 +300,26 @@ class ChunkReader:
             out.append(msg)
             if st.type_id <= _TYPE_ABORT:
                 self._control(msg)
-        self._buf = buf[done:] if done < end else b""
+        if done < end:
+            rest = buf[done:]
+            self._pieces = [rest]
+            self._held = len(rest)
+            # A payload wait knows its size; a header wait needs at least one more byte.
+            self._need = need if need > len(rest) else len(rest) + 1
+        else:
+            self._pieces = []
+            self._held = 0
+            self._need = 0
         return out
+
+    @property
+    def unparsed_bytes(self) -> int:
+        """Bytes received but not yet parsed (at most one chunk and its header)."""
+        return self._held
+
+    @property
+    def _buf(self) -> bytes:
+        return b"".join(self._pieces)
 
     def _control(self, msg: RawMessage) -> None:
         """Apply Set Chunk Size and Abort at once (sections 5.4.1, 5.4.2)."""

@@ -322,7 +322,14 @@ def data_payload(*values: Any) -> bytes:
 
 
 def encode(msg) -> tuple[int, bytes]:
-    """(type id, payload) of a typed message."""
+    """(type id, payload) of a typed message; out-of-range fields are our bug (LocalProtocolError)."""
+    try:
+        return _encode(msg)
+    except struct.error as e:
+        raise LocalProtocolError(f"cannot encode {msg!r}: {e}") from None
+
+
+def _encode(msg) -> tuple[int, bytes]:
     if isinstance(msg, AudioMessage):
         return 8, msg.payload
     if isinstance(msg, VideoMessage):

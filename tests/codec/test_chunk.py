@@ -898,3 +898,26 @@ def test_random_bytes_raise_only_remote_protocol_errors(blob, data):
     except RemoteProtocolError:
         pass
     assert len(r._buf) <= 64 + 18
+
+
+def test_large_pending_chunk_is_not_reparsed_per_segment():
+    # A 1 MiB chunk arriving in TCP-sized pieces: the reader must learn how many bytes the chunk
+    # needs and hold pieces untouched until then (re-joining and re-parsing the growing tail on
+    # every segment is quadratic: a 16 MiB chunk would cost ~90 GB of copying).
+    w = ChunkWriter(128)
+    setup = w.write(2, 0, 1, 0, (1 << 20).to_bytes(4, "big"))
+    w.set_chunk_size(1 << 20)
+    payload = pattern(1 << 20)
+    data = w.write(6, 0, 9, 1, payload)
+    r = ChunkReader()
+    assert r.feed(setup) and r.chunk_size == 1 << 20
+    assert r.feed(data[:1460]) == []
+    assert r._need == len(data)  # header + whole payload
+    pieces_before = r._pieces
+    assert r.feed(data[1460:2920]) == []
+    assert r._pieces[0] is pieces_before[0]  # held, not re-joined
+    assert r.unparsed_bytes == 2920
+    out = []
+    for i in range(2920, len(data), 1460):
+        out += r.feed(data[i : i + 1460])
+    assert [m.payload for m in out] == [payload] and r.unparsed_bytes == 0
