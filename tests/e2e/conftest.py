@@ -32,16 +32,22 @@ _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Unhandled Error|Un
 class Server:
     """Where a test's server listens, plus its process when we started it."""
 
-    def __init__(self, port: int, ssl_port: int | None, process: ServerProcess | None):
+    def __init__(self, port: int, ssl_port: int | None, process: ServerProcess | None, http_port: int | None = None):
         self.port = port
         self.ssl_port = ssl_port
         self.process = process
+        self.http_port = http_port
 
     def url(self, path: str, tls: bool = False) -> str:
         if tls:
             assert self.ssl_port is not None, "this server has no TLS listener"
             return f"rtmps://127.0.0.1:{self.ssl_port}/{path}"
         return f"rtmp://127.0.0.1:{self.port}/{path}"
+
+    def http_url(self, path: str) -> str:
+        """``http://127.0.0.1:PORT/path`` of the ``[http:main]`` section ``e2e.server(http=...)`` added."""
+        assert self.http_port is not None, "this server has no HTTP listener (start it with e2e.server(http={...}))"
+        return f"http://127.0.0.1:{self.http_port}/{path.lstrip('/')}"
 
     def log_text(self) -> str:
         return self.process.log_text() if self.process else ""
@@ -77,10 +83,15 @@ class E2E:
         path.write_text(helpers.render_config(sections))
         return path
 
-    def server(self, overrides: dict | None = None, *, need_process: bool = False) -> Server:
-        """Start a server with the default config, section keys replaced by ``overrides``."""
+    def server(self, overrides: dict | None = None, *, need_process: bool = False, http: dict | None = None) -> Server:
+        """Start a server with the default config, section keys replaced by ``overrides``.
+
+        ``http`` (a dict of keys, possibly empty) adds an ``[http:main]`` section listening on a
+        free loopback port (``srv.http_port``, ``srv.http_url(path)``); start-up waits for that
+        port as well.  Its ``listen`` can be overridden like any other key.
+        """
         if _EXTERNAL:
-            if need_process or overrides:
+            if need_process or overrides or http is not None:
                 pytest.skip("needs our own server process (RTMP_E2E_EXTERNAL is set)")
             host, _, port = _EXTERNAL.rpartition(":")
             srv = Server(int(port), None, None)
@@ -88,17 +99,21 @@ class E2E:
             return srv
         port, ssl_port = helpers.free_port(), helpers.free_port()
         sections = self.default_sections(port, ssl_port)
+        http_port = None
+        if http is not None:
+            http_port = helpers.free_port()
+            sections["http:main"] = {"listen": f"tcp:{http_port}:interface=127.0.0.1", **http}
         for section, keys in (overrides or {}).items():
             sections.setdefault(section, {}).update(keys)
-        return self.start_process(self.write_config(sections), port, ssl_port)
+        return self.start_process(self.write_config(sections), port, ssl_port, http_port=http_port)
 
-    def start_process(self, config_path: Path, port: int, ssl_port: int | None) -> Server:
+    def start_process(self, config_path: Path, port: int, ssl_port: int | None, *, http_port: int | None = None) -> Server:
         """Start twistd on a config the test wrote itself; teardown stops and judges it."""
         if _EXTERNAL:
             pytest.skip("needs our own server process (RTMP_E2E_EXTERNAL is set)")
-        ports = [port] + ([ssl_port] if ssl_port else [])
+        ports = [port] + ([ssl_port] if ssl_port else []) + ([http_port] if http_port else [])
         process = ServerProcess(self.workdir, config_path, ports)
-        srv = Server(port, ssl_port, process)
+        srv = Server(port, ssl_port, process, http_port)
         self.servers.append(srv)
         process.start()
         return srv
