@@ -27,6 +27,8 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+	# Chromium, node/npm and the hls.js/mpegts.js test players for tests/e2e/test_browser.py
+	sh tests/e2e/browser/setup.sh
 
 test: venv system-deps
 	$(PY) -m pytest -q

@@ -30,6 +30,7 @@ class FLVClient(LiveSink):
         super().__init__(live, live.name, app_config.player_backlog_bytes, app_config.player_backlog_time,
                          f"http:{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}")
         self.request = request
+        self.host = str(getattr(peer, "host", "?"))  # the address alone, as /stat shows it
         self.registry = registry
         self.bytes_out = 0
         self.started = 0.0

@@ -101,7 +101,7 @@ def snapshot(factory, flv_clients=()) -> dict:
         clients.append(c)
     for fc in flv_clients:
         clients.append({
-            "id": -id(fc) & 0xFFFFFFFF, "address": fc.peer.split(":")[1] if fc.peer.count(":") >= 2 else fc.peer,
+            "id": -id(fc) & 0xFFFFFFFF, "address": fc.host,
             "port": 0, "protocol": "http-flv", "app": fc.live.app, "streams": [fc.name], "role": "player",
             "time": now - fc.started, "flashver": "", "swfurl": "", "pageurl": "", "tcurl": "",
             "bytes_in": 0, "bytes_out": fc.bytes_out, "dropped": fc.dropped,
@@ -116,7 +116,7 @@ def snapshot(factory, flv_clients=()) -> dict:
             if sess is not None and sess in by_session:
                 players.append({**by_session[sess], "dropped": sink.dropped, "timestamp": sink.last_ts})
             elif hasattr(sink, "request"):
-                players.append({"id": -id(sink) & 0xFFFFFFFF, "address": sink.peer, "protocol": "http-flv",
+                players.append({"id": -id(sink) & 0xFFFFFFFF, "address": sink.host, "protocol": "http-flv",
                                 "time": now - sink.started, "flashver": "", "swfurl": "", "pageurl": "",
                                 "dropped": sink.dropped, "timestamp": sink.last_ts, "bytes_out": sink.bytes_out})
         publisher = None
@@ -254,7 +254,7 @@ class MetricsCollector:
 
         snap = snapshot(self.factory, self.flv_clients)
         stats = snap["stats"]
-        yield GaugeMetricFamily("rtmp_connections", "Open RTMP connections", value=snap["connections"])
+        yield GaugeMetricFamily("rtmp_open_connections", "Open RTMP connections", value=snap["connections"])
         yield CounterMetricFamily("rtmp_connections", "RTMP connections accepted", value=stats["connections_total"])
         yield CounterMetricFamily("rtmp_connections_refused", "Connections refused by limits", value=stats["refused"])
         yield CounterMetricFamily("rtmp_handshake_failures", "Connections closed for a bad handshake", value=stats["handshake_failures"])

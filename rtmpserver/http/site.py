@@ -61,6 +61,11 @@ class RootResource(Resource):
         request.setHeader(b"content-type", ctype)
         return body
 
+    def _unauthorized(self, request) -> bytes:
+        # RFC 7235 3.1: a 401 names the scheme the client should use.
+        request.setHeader(b"www-authenticate", b'Bearer realm="rtmpserver"')
+        return self._reply(request, 401, b"token required\n")
+
     def _authorized(self, request) -> bool:
         token = self.conf.token
         if not token:
@@ -95,7 +100,7 @@ class RootResource(Resource):
             return self._admin(request, self._metrics)
         if path and path[0] == b"control" and conf.control:
             if not self._authorized(request):
-                return self._reply(request, 401, b"token required\n")
+                return self._unauthorized(request)
             request.postpath = path[1:]
             code, body = control_mod.control(request, self.factory)
             return self._reply(request, code, body)
@@ -115,7 +120,7 @@ class RootResource(Resource):
 
     def _admin(self, request, produce):
         if not self._authorized(request):
-            return self._reply(request, 401, b"token required\n")
+            return self._unauthorized(request)
         body, ctype = produce()
         return self._reply(request, 200, body, ctype)
 

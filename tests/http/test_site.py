@@ -215,3 +215,10 @@ def test_http_flv_slow_client_drops_and_resyncs():
     assert len(req.written) == n  # waits for a keyframe
     pub.send_media(sid, "v", 9033, key())
     assert len(req.written) == n + 1
+
+
+def test_unauthorized_names_the_bearer_scheme():
+    f, root = make(http_extra=f"token = {TOKEN}")
+    req = get(root, "metrics")
+    assert req.responseCode == 401
+    assert req.responseHeaders.getRawHeaders(b"www-authenticate") == [b'Bearer realm="rtmpserver"']
