@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv system-deps bench bench-codec clean devcert
+.PHONY: run test venv system-deps bench bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ run: venv
 
 bench: venv system-deps
 	$(PY) bench/codec.py
+
+# The load test against rtmpserver and nginx-rtmp (Debian's libnginx-mod-rtmp); ~20 minutes.
+bench-load: venv system-deps
+	@command -v nginx >/dev/null 2>&1 && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light libnginx-mod-rtmp; }
+	$(PY) bench/load.py --compare-nginx
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -536,3 +536,35 @@ def test_publisher_starting_with_high_extended_timestamp(factory):
     pub.send_media(sid, "v", 0x7FFFFF00, key(5000))
     pub.send_media(sid, "v", 0x7FFFFF00 + 40, inter(5000))
     assert [x.timestamp for x in media(player.take())] == [0, 40]
+
+
+def test_replayed_librtmp_play_capture_gets_the_live_stream(factory):
+    """rtmpdump (librtmp, the RTMP code OBS uses) playing: its real bytes, tests/data/README.md."""
+    from rtmpserver.codec.chunk import ChunkReader
+
+    pub = Peer(factory)
+    sid, _ = pub.publish("cap")
+    pub.send_media(sid, "v", 0, AVC_SEQ)
+    pub.send_media(sid, "a", 0, AAC_SEQ)
+    pub.send_media(sid, "v", 0, key())
+    data = (DATA / "librtmp-play.c2s.bin").read_bytes()
+    viewer = Peer(factory)
+    rnd = random.Random(3)
+    pos = 0
+    while pos < len(data):
+        n = rnd.randint(1, 700)
+        viewer.proto.dataReceived(data[pos : pos + n])
+        pos += n
+    out = viewer.transport.value()
+    assert out[0] == 3 and not viewer.proto._closing
+    reader = ChunkReader()
+    got = [m.decode(raw) for raw in reader.feed(out[1 + 1536 * 2 :])]
+    results = [x for x in got if isinstance(x, m.CommandMessage) and x.name == "_result"]
+    assert [r.transaction_id for r in results] == [1.0, 2.0]  # connect, createStream
+    assert results[1].arguments == [1.0]
+    assert statuses(got) == ["NetStream.Play.Reset", "NetStream.Play.Start"]
+    av = [x for x in got if isinstance(x, (m.AudioMessage, m.VideoMessage))]
+    assert [x.payload for x in av] == [AVC_SEQ, AAC_SEQ, key()]
+    assert all(x.stream_id == 1 for x in av)
+    # Its closing deleteStream detached the player from the stream.
+    assert factory.hub.get("live", "cap").sinks == []
