@@ -11,10 +11,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
-from rtmpserver.interfaces import IMediaSink
 
 __all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
 

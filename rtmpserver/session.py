@@ -8,7 +8,6 @@ command handling (ARCHITECTURE.md, "Layers").
 
 from __future__ import annotations
 
-import time
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -17,11 +16,11 @@ from zope.interface import implementer
 
 from rtmpserver.codec import amf0
 from rtmpserver.codec import messages as m
-from rtmpserver.codec.chunk import CSID_COMMAND, CSID_DATA
+from rtmpserver.codec.chunk import CSID_DATA
 from rtmpserver.codec.connection import RTMPConnection
 from rtmpserver.config import AppConfig, ServerConfig
 from rtmpserver.errors import MessageError, Rejected
-from rtmpserver.hub import AUDIO, DATA, VIDEO, Frame, Hub, LiveStream
+from rtmpserver.hub import Frame, Hub, LiveStream
 from rtmpserver.interfaces import IPublisher
 from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
 from rtmpserver.sinks import LiveSink
@@ -251,7 +250,7 @@ class Session:
             self.link.write(data)
 
     def write_media(self, header: bytes, body: bytes) -> None:
-        if self.conn._out:
+        if self.conn.has_pending:
             self.flush()
         self.media_bytes_out += len(header) + len(body)
         if self._merge_delay:
@@ -543,10 +542,14 @@ class Session:
             return
         self.chain.run(hook, request, guarded).addErrback(refused)
 
+    def _live(self, name: str) -> LiveStream:
+        """This app's live stream ``name``, created with the app's cache bounds if new."""
+        app = self.app_config
+        return self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+
     def _go_live(self, sid: int, request: PublishRequest) -> LiveStream:
         name = request.name
-        app = self.app_config
-        live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+        live = self._live(name)
         current = live.publisher
         if current is not None:
             if not self._may_take_over(current):
@@ -559,7 +562,7 @@ class Session:
             self._log.info("{peer}: publish {app}/{name} takes over from a stale publisher", peer=self.peer, app=self.app, name=name)
             live.stop()
             current.evict("taken over by a new publisher")
-            live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+            live = self._live(name)
         pub = PublisherStream(self, sid, live, name, request.mode, dict(request.args))
         self.streams[sid] = pub
         self.roles.add("publisher")
@@ -604,8 +607,7 @@ class Session:
         self._decide("play", request, sid, lambda req: self._start_play(sid, req.name, dict(req.args), req.reset))
 
     def _start_play(self, sid: int, name: str, args: dict, reset: bool) -> None:
-        app = self.app_config
-        live = self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
+        live = self._live(name)
         player = PlayerStream(self, sid, live, name, args)
         self.streams[sid] = player
         self.roles.add("player")
@@ -720,7 +722,7 @@ class Session:
         if st is None or st is _PENDING or self.closed:
             return
         if type(st) is PublisherStream:
-            mode, args = st.mode, st.args
+            mode = st.mode
             self._close_stream(sid, "redirect")
             self.streams[sid] = None
             self._command(m.CommandMessage(sid, "publish", 0, None, [new_name, mode]))

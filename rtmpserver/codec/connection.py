@@ -139,6 +139,11 @@ class RTMPConnection:
         """Queue bytes produced elsewhere (shared fan-out chunks written with this writer's headers)."""
         self._out.append(data)
 
+    @property
+    def has_pending(self) -> bool:
+        """Bytes are queued that must go out before anything written around this connection."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         if not self._out:
             return b""

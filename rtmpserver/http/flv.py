@@ -11,7 +11,6 @@ from __future__ import annotations
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from rtmpserver.hub import Frame
