@@ -2,8 +2,12 @@
 
 The shape is what an encoder at a fixed bitrate sends: 30 fps video with a keyframe every 2 s
 that is about ten times a P-frame, plus AAC frames (1024 samples, so 43/s at 44.1 kHz and 47/s at
-48 kHz) of 200-400 bytes.  Contents are random bytes: nothing on the RTMP path looks past the
-first bytes of a video or audio body (PROTOCOL.md, "FLV payloads").
+48 kHz) of 200-400 bytes.  Nothing on the RTMP path looks past the first bytes of a video or
+audio body (PROTOCOL.md, "FLV payloads"), but an HLS segmenter does: it reads the AVC sequence
+header's SPS/PPS and walks each frame's length-prefixed NAL units (ISO/IEC 14496-15 5.3.4.2.1)
+to find IDRs and to write Annex B.  So each video body is one NAL unit (IDR, type 5, or non-IDR
+slice, type 1) with a 4-byte length, as lengthSizeMinusOne = 3 in the sequence header says.  Its
+contents after the NAL header are random: the structure is valid, the pictures are not decodable.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ AVC_SEQUENCE_HEADER = bytes.fromhex(
 )
 AAC_SEQUENCE_HEADER = bytes.fromhex("af00120856e500")
 
-# After the 5-byte AVC header each video body carries: send time (time.time_ns(), 8 bytes) and
-# a frame sequence number (4 bytes), so players measure latency and see gaps.
+# After the 5-byte AVC header, the 4-byte NAL unit length and the 1-byte NAL header, each video
+# body carries its send time (time.time_ns(), 8 bytes) and a frame sequence number (4 bytes), so
+# players measure latency and see gaps.
 STAMP = struct.Struct(">QI")
-STAMP_OFFSET = 5
+STAMP_OFFSET = 10
+_NAL_IDR = 0x65  # forbidden_zero 0, nal_ref_idc 3, nal_unit_type 5 (H.264 table 7-1)
+_NAL_SLICE = 0x41  # nal_ref_idc 2, nal_unit_type 1 (coded slice of a non-IDR picture)
 
 
 def frame_sizes(video_bps: int, fps: int = FPS, gop_seconds: float = GOP_SECONDS) -> tuple[int, int]:
@@ -52,7 +59,10 @@ class PayloadPool:
 
 def video_body(pool: PayloadPool, size: int, keyframe: bool, send_ns: int = 0, seq: int = 0) -> bytes:
     head = b"\x17\x01\x00\x00\x00" if keyframe else b"\x27\x01\x00\x00\x00"
-    return head + STAMP.pack(send_ns, seq) + pool.take(max(0, size - 5 - STAMP.size))
+    rest = pool.take(max(0, size - STAMP_OFFSET - STAMP.size))
+    nal_size = 1 + STAMP.size + len(rest)
+    return b"".join((head, nal_size.to_bytes(4, "big"), bytes((_NAL_IDR if keyframe else _NAL_SLICE,)),
+                     STAMP.pack(send_ns, seq), rest))
 
 
 def audio_body(pool: PayloadPool, size: int) -> bytes:

@@ -186,11 +186,14 @@ def tail(path: str, n: int = 30) -> str:
 class Server:
     """A server under test: rtmpserver (twistd) or nginx-rtmp, pinned to SERVER_CPU."""
 
-    def __init__(self, kind: str, workdir: str, merge_ms: float = 0.0) -> None:
+    def __init__(self, kind: str, workdir: str, merge_ms: float = 0.0, extra_ini: str = "", tag: str = "") -> None:
+        """``extra_ini`` is appended to rtmpserver's config (more apps, ``[http:...]``); ``tag``
+        tells servers with different ``extra_ini`` apart in labels and directory names."""
         self.kind = kind
         self.merge_ms = merge_ms
-        self.label = f"rtmpserver write_merge_ms={merge_ms:g}" if kind == "rtmpserver" else "nginx-rtmp"
-        self.dir = os.path.join(workdir, f"{kind}-{merge_ms:g}" if kind == "rtmpserver" else kind)
+        self.extra_ini = extra_ini
+        self.label = f"rtmpserver write_merge_ms={merge_ms:g}{tag}" if kind == "rtmpserver" else "nginx-rtmp"
+        self.dir = os.path.join(workdir, f"{kind}-{merge_ms:g}{tag}" if kind == "rtmpserver" else kind)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -211,6 +214,7 @@ class Server:
                     "handshake_timeout = 30\n"
                     "[app:live]\n"
                     f"write_merge_ms = {self.merge_ms:g}\n"
+                    + self.extra_ini
                 )
             twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
             cmd = [twistd, "-n", "--pidfile=", f"--logfile={self.log}", "rtmp", "--config", conf]
