@@ -67,9 +67,9 @@ class FLVClient(LiveSink):
         self.registry.add(self)
         self.request.registerProducer(self, True)
         live = self.live
-        has_video = live.video_header is not None or live.has_video
-        has_audio = live.audio_header is not None or not has_video
-        self.request.write(file_header(has_audio=has_audio, has_video=has_video))
+        # Both tracks are announced, as SRS does: a viewer joining before the video sequence
+        # header would otherwise be told "audio only", and flv.js/mpegts.js trust the flags.
+        self.request.write(file_header(has_audio=True, has_video=True))
         self.request.notifyFinish().addBoth(self._gone)
         live.add_sink(self)
 

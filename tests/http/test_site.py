@@ -222,3 +222,14 @@ def test_unauthorized_names_the_bearer_scheme():
     req = get(root, "metrics")
     assert req.responseCode == 401
     assert req.responseHeaders.getRawHeaders(b"www-authenticate") == [b'Bearer realm="rtmpserver"']
+
+
+def test_http_flv_announces_video_even_before_its_sequence_header():
+    f, root = make()
+    pub = Peer(f)
+    sid, _ = pub.publish("early")
+    pub.send_media(sid, "a", 0, AAC_SEQ)  # audio first, video header not here yet
+    req = get(root, "live/early.flv")
+    reader = FLVReader()
+    reader.feed(body(req))
+    assert reader.has_video and reader.has_audio
