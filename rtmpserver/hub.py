@@ -145,7 +145,7 @@ class LiveStream:
         self.has_video = False
         self._reset_gop()
         for sink in list(self.sinks):
-            sink.stream_started(self)
+            self._call(sink, "stream_started", self)
 
     def stop(self) -> None:
         if self.publisher is None:
@@ -153,7 +153,7 @@ class LiveStream:
         self.publisher = None
         self._reset_gop()
         for sink in list(self.sinks):
-            sink.stream_stopped(self)
+            self._call(sink, "stream_stopped", self)
         self.hub._maybe_discard(self)
 
     def _reset_gop(self) -> None:
@@ -222,8 +222,41 @@ class LiveStream:
         self.gop.append(frame)
 
     def _fanout(self, frame: Frame) -> None:
-        for sink in self.sinks:
-            sink.frame(frame)
+        sink = None
+        try:
+            for sink in self.sinks:
+                sink.frame(frame)
+        except Exception:
+            # Sinks run on the publisher's data path: a bug in one (a player, a recorder, an HLS
+            # writer) must not close the publisher or starve the others. The failed sink is
+            # detached and the frame goes on to the sinks after it. (A try costs nothing when
+            # nothing raises, so the common path stays one plain loop.)
+            sinks = list(self.sinks)
+            rest = sinks[sinks.index(sink) + 1 :]
+            self._failed(sink, "frame")
+            for other in rest:
+                self._call(other, "frame", frame)
+
+    def _call(self, sink, method: str, arg) -> None:
+        try:
+            getattr(sink, method)(arg)
+        except Exception:
+            self._failed(sink, method)
+
+    def _failed(self, sink, method: str) -> None:
+        """Log the failure being handled and detach ``sink`` (must be called inside ``except``)."""
+        self._log.failure(
+            "sink {sink!r} of {app}/{name} failed in {method}; detaching it",
+            sink=sink, app=self.app, name=self.name, method=method,
+        )
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+        detach = getattr(sink, "detach", None)
+        if callable(detach):
+            try:
+                detach()
+            except Exception:
+                self._log.failure("detaching sink {sink!r} failed", sink=sink)
 
     def startup_frames(self) -> list[Frame]:
         """What a sink that starts now is sent first: metadata, sequence headers, then the GOP."""
@@ -242,7 +275,7 @@ class LiveStream:
     def add_sink(self, sink) -> None:
         self.sinks.append(sink)
         if self.publisher is not None:
-            sink.stream_started(self)
+            self._call(sink, "stream_started", self)
 
     def remove_sink(self, sink) -> None:
         try:

@@ -171,3 +171,48 @@ def test_frame_body_is_built_once_and_shared():
 
 def test_frame_types_map_to_distinct_chunk_streams():
     assert Frame(AUDIO, 0, b"x", True).csid != Frame(VIDEO, 0, b"x", True).csid
+
+
+class BrokenSink(RecordingSink):
+    def __init__(self, fail_on):
+        super().__init__()
+        self.fail_on = fail_on
+        self.detached = False
+
+    def frame(self, frame):
+        if self.fail_on == "frame" and frame.payload == AVC_INTER:
+            raise RuntimeError("sink bug")
+        super().frame(frame)
+
+    def stream_started(self, stream):
+        if self.fail_on == "start":
+            raise RuntimeError("sink bug")
+        super().stream_started(stream)
+
+    def detach(self):
+        self.detached = True
+
+
+def test_a_failing_sink_is_detached_and_others_get_every_frame_once():
+    hub = Hub()
+    s = hub.get_or_create("live", "a")
+    before, broken, after = RecordingSink(), BrokenSink("frame"), RecordingSink()
+    for sink in (before, broken, after):
+        s.add_sink(sink)
+    publish(s)
+    s.video(0, AVC_KEY)
+    s.video(33, AVC_INTER)  # raises in the middle sink: must not reach the publisher
+    s.video(66, AVC_INTER)
+    assert broken.detached and broken not in s.sinks
+    for ok in (before, after):
+        payloads = [e[3] for e in ok.events if e[0] == "frame"]
+        assert payloads == [b"META", AVC_SEQ, AAC_SEQ, AVC_KEY, AVC_INTER, AVC_INTER]
+
+
+def test_a_sink_failing_at_start_is_detached():
+    hub = Hub()
+    s = hub.get_or_create("live", "a")
+    publish(s)
+    broken = BrokenSink("start")
+    s.add_sink(broken)
+    assert broken.detached and s.sinks == []
