@@ -8,11 +8,12 @@ needs: metadata, the latest sequence headers and a bounded GOP cache from the la
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.logger import Logger
 
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
+from rtmpserver.interfaces import IDetachableSink
 
 __all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
 
@@ -91,7 +92,7 @@ class LiveStream:
 
     _log = Logger()
 
-    def __init__(self, hub: "Hub", app: str, name: str, *, gop_cache: bool, gop_max_frames: int, gop_max_bytes: int) -> None:
+    def __init__(self, hub: Hub, app: str, name: str, *, gop_cache: bool, gop_max_frames: int, gop_max_bytes: int) -> None:
         self.hub = hub
         self.app = app
         self.name = name
@@ -251,10 +252,9 @@ class LiveStream:
         )
         if sink in self.sinks:
             self.sinks.remove(sink)
-        detach = getattr(sink, "detach", None)
-        if callable(detach):
+        if IDetachableSink.providedBy(sink):
             try:
-                detach()
+                sink.detach()
             except Exception:
                 self._log.failure("detaching sink {sink!r} failed", sink=sink)
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rtmpserver.hub import AUDIO, VIDEO, Frame, LiveStream
-from rtmpserver.interfaces import IMediaSink
+from rtmpserver.interfaces import IDetachableSink
 
 __all__ = ["LiveSink"]
 
@@ -29,7 +29,7 @@ def _signed32(v: int) -> int:
     return v - 0x100000000 if v & 0x80000000 else v
 
 
-@implementer(IMediaSink)
+@implementer(IDetachableSink)
 class LiveSink:
     _log = Logger()
 
