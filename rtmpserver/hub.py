@@ -14,12 +14,12 @@ from twisted.logger import Logger
 
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
 from rtmpserver.interfaces import IDetachableSink
+from rtmpserver.media.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, video_flags
 
 __all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
 
-AUDIO = 8
-VIDEO = 9
-DATA = 18
+# Message type ids of audio, video and AMF0 data: the same numbers as FLV tag types.
+AUDIO, VIDEO, DATA = TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT
 
 _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 
@@ -56,23 +56,6 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"Frame(type={self.type_id}, ts={self.timestamp}, key={self.keyframe}, {len(self.payload)} bytes)"
-
-
-def _video_flags(payload: bytes) -> tuple[bool, bool]:
-    """(is keyframe, is sequence header) from the first bytes of a video tag body.
-
-    Legacy: FrameType(4) CodecID(4), AVC/HEVC add a packet type byte (0 = sequence header).
-    Enhanced RTMP: top bit set, FrameType in bits 4..6, PacketType in the low nibble
-    (0 SequenceStart), then a FourCC.
-    """
-    if not payload:
-        return False, False
-    b0 = payload[0]
-    if b0 & 0x80:
-        return (b0 >> 4) & 7 == 1, b0 & 0x0F == 0
-    codec = b0 & 0x0F
-    seq = codec in (7, 12, 13) and len(payload) > 1 and payload[1] == 0
-    return b0 >> 4 == 1, seq
 
 
 def _audio_is_sequence_header(payload: bytes) -> bool:
@@ -173,7 +156,7 @@ class LiveStream:
         self._fanout(Frame(DATA, timestamp, payload, True))
 
     def video(self, timestamp: int, payload: bytes) -> None:
-        key, seq = _video_flags(payload)
+        key, seq = video_flags(payload)
         self.bytes_in += len(payload)
         self.frames_in += 1
         frame = Frame(VIDEO, timestamp, payload, key, seq)
