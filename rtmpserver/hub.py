@@ -129,7 +129,7 @@ class LiveStream:
         self.has_video = False
         self._reset_gop()
         for sink in list(self.sinks):
-            self._call(sink, "stream_started", self)
+            self._call(sink, sink.stream_started, self)
 
     def stop(self) -> None:
         if self.publisher is None:
@@ -137,7 +137,7 @@ class LiveStream:
         self.publisher = None
         self._reset_gop()
         for sink in list(self.sinks):
-            self._call(sink, "stream_stopped", self)
+            self._call(sink, sink.stream_stopped, self)
         self.hub._maybe_discard(self)
 
     def _reset_gop(self) -> None:
@@ -219,13 +219,14 @@ class LiveStream:
             rest = sinks[sinks.index(sink) + 1 :]
             self._failed(sink, "frame")
             for other in rest:
-                self._call(other, "frame", frame)
+                self._call(other, other.frame, frame)
 
-    def _call(self, sink, method: str, arg) -> None:
+    def _call(self, sink, method, arg) -> None:
+        """``method`` (a bound IMediaSink method of ``sink``) with ``arg``; a failure detaches ``sink``."""
         try:
-            getattr(sink, method)(arg)
+            method(arg)
         except Exception:
-            self._failed(sink, method)
+            self._failed(sink, method.__name__)
 
     def _failed(self, sink, method: str) -> None:
         """Log the failure being handled and detach ``sink`` (must be called inside ``except``)."""
@@ -258,7 +259,7 @@ class LiveStream:
     def add_sink(self, sink) -> None:
         self.sinks.append(sink)
         if self.publisher is not None:
-            self._call(sink, "stream_started", self)
+            self._call(sink, sink.stream_started, self)
 
     def remove_sink(self, sink) -> None:
         try:
