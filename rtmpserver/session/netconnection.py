@@ -31,7 +31,7 @@ from rtmpserver.requests import (
     SessionView,
     StreamClosed,
 )
-from rtmpserver.session import admission
+from rtmpserver.session import admission, courtesy
 from rtmpserver.session.admission import PENDING
 from rtmpserver.session.stats import SessionStats
 from rtmpserver.session.streams import PlayerStream, PublisherStream
@@ -377,33 +377,6 @@ class Session:
         self.streams[sid] = None
         self.command("_result", cmd.transaction_id, None, float(sid))
 
-    def _release_stream(self, cmd: m.CommandMessage) -> None:
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_publish(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCPublish", 0, None, {"code": "NetStream.Publish.Start", "description": name})
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_unpublish(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCUnpublish", 0, None, {"code": "NetStream.Unpublish.Success", "description": name})
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_subscribe(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCSubscribe", 0, None, {"code": "NetStream.Play.Start", "description": name})
-
-    def _get_stream_length(self, cmd: m.CommandMessage) -> None:
-        self.command("_result", cmd.transaction_id, None, 0.0)
-
-    def _checkbw(self, cmd: m.CommandMessage) -> None:
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
     def _delete_stream(self, cmd: m.CommandMessage) -> None:
         sid = cmd.arguments[0] if cmd.arguments else None
         if isinstance(sid, float) and sid.is_integer() and int(sid) in self.streams:
@@ -626,12 +599,12 @@ class Session:
 _COMMANDS = {
     "connect": Session._connect,
     "createStream": Session._create_stream,
-    "releaseStream": Session._release_stream,
-    "FCPublish": Session._fc_publish,
-    "FCUnpublish": Session._fc_unpublish,
-    "FCSubscribe": Session._fc_subscribe,
-    "getStreamLength": Session._get_stream_length,
-    "_checkbw": Session._checkbw,
+    "releaseStream": courtesy.release_stream,
+    "FCPublish": courtesy.fc_publish,
+    "FCUnpublish": courtesy.fc_unpublish,
+    "FCSubscribe": courtesy.fc_subscribe,
+    "getStreamLength": courtesy.get_stream_length,
+    "_checkbw": courtesy.checkbw,
     "deleteStream": Session._delete_stream,
     "closeStream": Session._close_stream_cmd,
     "publish": Session._publish,
