@@ -1,6 +1,6 @@
 """Live streams: one publisher fanned out to any number of sinks.
 
-The media path is the hot path (ARCHITECTURE.md, "Performance shape"): a message from the publisher
+The media path is the hot path (docs/performance.md): a message from the publisher
 becomes one ``Frame``, parsed once (keyframe? sequence header?); its chunk continuation bytes are
 produced once per outgoing chunk size and shared by every player.  The hub keeps what a late joiner
 needs: metadata, the latest sequence headers and a bounded GOP cache from the latest keyframe.

@@ -1,4 +1,4 @@
-"""Interfaces between the layers (see ARCHITECTURE.md, "Plugins")."""
+"""Interfaces between the layers (plugins: docs/plugins.md)."""
 
 from zope.interface import Attribute, Interface
 
@@ -7,7 +7,7 @@ class IMediaSink(Interface):
     """Something a live stream fans out to: a player, a recorder, an HLS segmenter, an HTTP-FLV client.
 
     Sinks are called synchronously from the publisher's data path, so they must be quick and must
-    never block: buffering and dropping are the sink's own business (bounded, see ARCHITECTURE.md).
+    never block: buffering and dropping are the sink's own business (bounded).
 
     Life cycle: ``LiveStream.add_sink`` attaches the sink (``stream_started`` at once if the stream
     has a publisher), then any number of ``stream_started`` / ``frame``... / ``stream_stopped``

@@ -6,7 +6,7 @@ written and whether their transport is full.  Timestamps: the client sees
 near zero when it joins and never go backwards, across publisher restarts too (each rebases).
 Backlog: while the transport is full, frames queue up to ``backlog_bytes`` / ``backlog_time``;
 past that the queue is dropped whole and delivery resumes at the next keyframe (counted), so the
-publisher and other clients never wait for a slow one (ARCHITECTURE.md, "Performance shape").
+publisher and other clients never wait for a slow one (docs/performance.md).
 """
 
 from __future__ import annotations
