@@ -1,6 +1,6 @@
 """Live streams: one publisher fanned out to any number of sinks.
 
-The media path is the hot path (ARCHITECTURE.md, "Performance shape"): a message from the publisher
+The media path is the hot path (docs/performance.md): a message from the publisher
 becomes one ``Frame``, parsed once (keyframe? sequence header?); its chunk continuation bytes are
 produced once per outgoing chunk size and shared by every player.  The hub keeps what a late joiner
 needs: metadata, the latest sequence headers and a bounded GOP cache from the latest keyframe.
@@ -8,17 +8,18 @@ needs: metadata, the latest sequence headers and a bounded GOP cache from the la
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.logger import Logger
 
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
+from rtmpserver.interfaces import IDetachableSink
+from rtmpserver.media.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, video_flags
 
 __all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
 
-AUDIO = 8
-VIDEO = 9
-DATA = 18
+# Message type ids of audio, video and AMF0 data: the same numbers as FLV tag types.
+AUDIO, VIDEO, DATA = TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT
 
 _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 
@@ -57,23 +58,6 @@ class Frame:
         return f"Frame(type={self.type_id}, ts={self.timestamp}, key={self.keyframe}, {len(self.payload)} bytes)"
 
 
-def _video_flags(payload: bytes) -> tuple[bool, bool]:
-    """(is keyframe, is sequence header) from the first bytes of a video tag body.
-
-    Legacy: FrameType(4) CodecID(4), AVC/HEVC add a packet type byte (0 = sequence header).
-    Enhanced RTMP: top bit set, FrameType in bits 4..6, PacketType in the low nibble
-    (0 SequenceStart), then a FourCC.
-    """
-    if not payload:
-        return False, False
-    b0 = payload[0]
-    if b0 & 0x80:
-        return (b0 >> 4) & 7 == 1, b0 & 0x0F == 0
-    codec = b0 & 0x0F
-    seq = codec in (7, 12, 13) and len(payload) > 1 and payload[1] == 0
-    return b0 >> 4 == 1, seq
-
-
 def _audio_is_sequence_header(payload: bytes) -> bool:
     """AAC (10) packet type 0, or Enhanced RTMP ExAudio (9) packet type 0 (SequenceStart)."""
     if len(payload) < 2:
@@ -91,7 +75,7 @@ class LiveStream:
 
     _log = Logger()
 
-    def __init__(self, hub: "Hub", app: str, name: str, *, gop_cache: bool, gop_max_frames: int, gop_max_bytes: int) -> None:
+    def __init__(self, hub: Hub, app: str, name: str, *, gop_cache: bool, gop_max_frames: int, gop_max_bytes: int) -> None:
         self.hub = hub
         self.app = app
         self.name = name
@@ -145,7 +129,7 @@ class LiveStream:
         self.has_video = False
         self._reset_gop()
         for sink in list(self.sinks):
-            self._call(sink, "stream_started", self)
+            self._call(sink, sink.stream_started, self)
 
     def stop(self) -> None:
         if self.publisher is None:
@@ -153,7 +137,7 @@ class LiveStream:
         self.publisher = None
         self._reset_gop()
         for sink in list(self.sinks):
-            self._call(sink, "stream_stopped", self)
+            self._call(sink, sink.stream_stopped, self)
         self.hub._maybe_discard(self)
 
     def _reset_gop(self) -> None:
@@ -172,7 +156,7 @@ class LiveStream:
         self._fanout(Frame(DATA, timestamp, payload, True))
 
     def video(self, timestamp: int, payload: bytes) -> None:
-        key, seq = _video_flags(payload)
+        key, seq = video_flags(payload)
         self.bytes_in += len(payload)
         self.frames_in += 1
         frame = Frame(VIDEO, timestamp, payload, key, seq)
@@ -235,13 +219,14 @@ class LiveStream:
             rest = sinks[sinks.index(sink) + 1 :]
             self._failed(sink, "frame")
             for other in rest:
-                self._call(other, "frame", frame)
+                self._call(other, other.frame, frame)
 
-    def _call(self, sink, method: str, arg) -> None:
+    def _call(self, sink, method, arg) -> None:
+        """``method`` (a bound IMediaSink method of ``sink``) with ``arg``; a failure detaches ``sink``."""
         try:
-            getattr(sink, method)(arg)
+            method(arg)
         except Exception:
-            self._failed(sink, method)
+            self._failed(sink, method.__name__)
 
     def _failed(self, sink, method: str) -> None:
         """Log the failure being handled and detach ``sink`` (must be called inside ``except``)."""
@@ -251,10 +236,9 @@ class LiveStream:
         )
         if sink in self.sinks:
             self.sinks.remove(sink)
-        detach = getattr(sink, "detach", None)
-        if callable(detach):
+        if IDetachableSink.providedBy(sink):
             try:
-                detach()
+                sink.detach()
             except Exception:
                 self._log.failure("detaching sink {sink!r} failed", sink=sink)
 
@@ -275,7 +259,7 @@ class LiveStream:
     def add_sink(self, sink) -> None:
         self.sinks.append(sink)
         if self.publisher is not None:
-            self._call(sink, "stream_started", self)
+            self._call(sink, sink.stream_started, self)
 
     def remove_sink(self, sink) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Interfaces between the layers (see ARCHITECTURE.md, "Plugins")."""
+"""Interfaces between the layers (plugins: docs/plugins.md)."""
 
 from zope.interface import Attribute, Interface
 
@@ -7,7 +7,13 @@ class IMediaSink(Interface):
     """Something a live stream fans out to: a player, a recorder, an HLS segmenter, an HTTP-FLV client.
 
     Sinks are called synchronously from the publisher's data path, so they must be quick and must
-    never block: buffering and dropping are the sink's own business (bounded, see ARCHITECTURE.md).
+    never block: buffering and dropping are the sink's own business (bounded).
+
+    Life cycle: ``LiveStream.add_sink`` attaches the sink (``stream_started`` at once if the stream
+    has a publisher), then any number of ``stream_started`` / ``frame``... / ``stream_stopped``
+    rounds as publishers come and go, until the sink leaves with ``LiveStream.remove_sink``.  A
+    sink that raises is removed by the stream and, if it provides ``IDetachableSink``, told so
+    with ``detach()``; the other sinks and the publisher carry on.
     """
 
     def stream_started(stream):
@@ -70,4 +76,49 @@ class IAppHandlerFactory(Interface):
         ``settings`` maps the app section's ``NAME.key`` entries (without the prefix) to strings;
         ``context`` is an ``rtmpserver.requests.HandlerContext``.  Invalid or unknown settings
         raise ``rtmpserver.errors.ConfigError`` with a message naming the key.
+        """
+
+
+class IDetachableSink(IMediaSink):
+    """A media sink that holds something to release when it leaves its stream (a player's backlog)."""
+
+    def detach():
+        """Leave the stream (``LiveStream.remove_sink``) and drop what is queued. Idempotent.
+
+        Called by the sink's owner when its client goes away, and by the stream when the sink
+        raised; it must not raise itself.
+        """
+
+
+class IPlayerStream(IDetachableSink):
+    """A client playing a live stream over RTMP (one NetStream of a session)."""
+
+    stream_id = Attribute("the NetStream id on its connection")
+    name = Attribute("the stream name it plays")
+    session = Attribute("its connection (an ``IMonitoredClient``)")
+
+    def pause(flag):
+        """``pause``/``pauseRaw``: True stops delivery, False resumes at the latest keyframe."""
+
+    def seek():
+        """``seek`` on a live stream: acknowledged, delivery resumes at the latest keyframe."""
+
+    def set_receive_audio(flag):
+        """``receiveAudio``."""
+
+    def set_receive_video(flag):
+        """``receiveVideo``: video comes back at a keyframe."""
+
+
+class IMonitoredClient(Interface):
+    """A client as monitoring shows it: an RTMP connection, one of its NetStreams, an HTTP-FLV viewer."""
+
+    def describe(now):
+        """A dict with what /stat and /api/v1/clients show, at clock time ``now``.
+
+        Keys: ``id``, ``address``, ``port``, ``protocol`` ("rtmp" / "http-flv"), ``app``,
+        ``streams``, ``role``, ``time`` (seconds connected), ``flashver``, ``swfurl``, ``pageurl``,
+        ``tcurl``, ``bytes_in``, ``bytes_out``, ``dropped``; a stream (publisher or player) adds
+        ``timestamp`` (the last timestamp sent to a player; 0 for a publisher) and a player's
+        ``dropped`` counts that stream alone.
         """

@@ -4,9 +4,13 @@
 transport's push producer, so a full socket buffer pauses the session's players (they queue in
 their bounded backlogs) instead of growing Twisted's buffer without bound.  The factory holds the
 hub, enforces connection limits, and runs one timer for handshake, idle and ping deadlines.
+Merged writes (``write_merge_ms``) are a transport matter too: the protocol holds a player
+connection's media and the factory's ``WriteMerger`` flushes it once per tick.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
@@ -17,12 +21,51 @@ from zope.interface import implementer
 from rtmpserver.config import ServerConfig
 from rtmpserver.errors import RemoteProtocolError
 from rtmpserver.hub import Hub
-from rtmpserver.session import Session, WriteMerger
+from rtmpserver.session import Session
 
-__all__ = ["RTMPServerProtocol", "RTMPServerFactory"]
+__all__ = ["RTMPServerProtocol", "RTMPServerFactory", "WriteMerger"]
 
 # One event per session when it ends (peer, app, streams, role, bytes, duration, reason).
 _access_log = Logger(namespace="rtmpserver.access")
+
+
+class WriteMerger:
+    """Merged writes (SRS's mw_latency): one flush per connection per tick instead of one per message.
+
+    Each ``transport.write`` on an idle connection costs an epoll registration and a send call;
+    with many players that per-message cost dominates. Connections that hold media register
+    here; one timer per distinct delay flushes all of them, so the timer count does not grow with
+    the number of players.
+    """
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self._pending: dict[float, dict] = {}  # delay (s) -> connections to flush (insertion-ordered)
+        self._calls: dict[float, Any] = {}
+
+    def add(self, conn: RTMPServerProtocol, delay: float) -> None:
+        dirty = self._pending.get(delay)
+        if dirty is None:
+            dirty = self._pending[delay] = {}
+        dirty[conn] = None
+        if delay not in self._calls:
+            self._calls[delay] = self.clock.callLater(delay, self._flush, delay)
+
+    def _flush(self, delay: float) -> None:
+        del self._calls[delay]
+        dirty = self._pending.pop(delay, {})
+        for conn in dirty:
+            conn.flush_merged()
+
+    def cancel(self) -> None:
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+        for dirty in self._pending.values():
+            for conn in dirty:
+                conn.flush_merged()
+        self._pending.clear()
 
 
 @implementer(IPushProducer)
@@ -36,22 +79,47 @@ class RTMPServerProtocol(protocol.Protocol):
         self.host = ""
         self.last_received = 0.0
         self.connected_at = 0.0
-        self.bytes_in = 0
         self._closing = False
+        self._lost = False
+        self._merged: list[bytes] = []  # media held until the merger's tick
+        self._merge_delay = 0.0
+
+    @property
+    def bytes_in(self) -> int:
+        return self.session.stats.bytes_in if self.session is not None else 0
 
     # -- Link (what the session uses) -------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self._merged:
+            self.flush_merged()
         self.transport.write(data)
 
     def write_sequence(self, parts: list) -> None:
+        if self._merge_delay:
+            if not self._merged:
+                self.factory.merger.add(self, self._merge_delay)
+            self._merged += parts
+            return
         self.transport.writeSequence(parts)
+
+    def merge_writes(self, delay: float) -> None:
+        self._merge_delay = delay
+
+    def flush_merged(self) -> None:
+        merged = self._merged
+        if merged:
+            self._merged = []
+            if not self._lost:
+                self.transport.writeSequence(merged)
 
     def close(self, reason: str) -> None:
         if not self._closing:
             self._closing = True
             if self.session is not None and not self.session.close_reason:
                 self.session.close_reason = reason
+            if self._merged:
+                self.flush_merged()
             self.transport.loseConnection()
 
     def peer_host(self) -> str:
@@ -66,7 +134,7 @@ class RTMPServerProtocol(protocol.Protocol):
         port = getattr(addr, "port", "")
         self.peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self.connected_at = self.last_received = f.clock.seconds()
-        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains, merger=f.merger)
+        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains)
         self.transport.registerProducer(self, True)
         f.connection_made(self)
 
@@ -74,9 +142,10 @@ class RTMPServerProtocol(protocol.Protocol):
         if self._closing:
             return
         self.last_received = self.factory.clock.seconds()
-        self.bytes_in += len(data)
         try:
             self.session.data_received(data)
+            if self._merged:
+                self.flush_merged()
         except RemoteProtocolError as e:
             self._log.info("closing {peer}: {error}", peer=self.peer, error=e)
             self.factory.stats["protocol_errors"] += 1
@@ -90,34 +159,36 @@ class RTMPServerProtocol(protocol.Protocol):
         s = self.session
         if s is None:
             return
+        self._lost = True
+        self._merged = []
         s.connection_lost(reason.getErrorMessage() if reason is not None else "closed")
         f = self.factory
         f.connection_lost(self)
+        stats = s.stats
         totals = f.app_totals.setdefault(s.app or "-", {})
         for key, value in (
-            ("bytes_in", self.bytes_in),
-            ("bytes_out", s.conn.bytes_sent + s.media_bytes_out),
-            ("dropped", s.dropped_total),
-            ("resyncs", s.resyncs_total),
+            ("bytes_in", stats.bytes_in),
+            ("bytes_out", s.bytes_out),
+            ("dropped", stats.dropped),
+            ("resyncs", stats.resyncs),
             ("sessions", 1),
         ):
             totals[key] = totals.get(key, 0) + value
-        for hook, n in s.rejections.items():
+        for hook, n in stats.rejections.items():
             totals[f"rejected_{hook}"] = totals.get(f"rejected_{hook}", 0) + n
         if f.config.access_log:
-            dropped, resyncs = s.dropped_total, s.resyncs_total
             _access_log.info(
                 "{peer} app={app} streams={streams} role={role} bytes_in={bytes_in} bytes_out={bytes_out} "
                 "duration={duration:.1f}s dropped={dropped} resyncs={resyncs} reason={reason!r}",
                 peer=self.peer,
                 app=s.app or "-",
-                streams=",".join(sorted(s.stream_names)) or "-",
-                role="+".join(sorted(s.roles)) or "-",
-                bytes_in=self.bytes_in,
-                bytes_out=s.conn.bytes_sent + s.media_bytes_out,
+                streams=",".join(sorted(stats.stream_names)) or "-",
+                role=stats.role,
+                bytes_in=stats.bytes_in,
+                bytes_out=s.bytes_out,
                 duration=f.clock.seconds() - self.connected_at,
-                dropped=dropped,
-                resyncs=resyncs,
+                dropped=stats.dropped,
+                resyncs=stats.resyncs,
                 reason=s.close_reason,
             )
 

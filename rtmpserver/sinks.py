@@ -6,7 +6,7 @@ written and whether their transport is full.  Timestamps: the client sees
 near zero when it joins and never go backwards, across publisher restarts too (each rebases).
 Backlog: while the transport is full, frames queue up to ``backlog_bytes`` / ``backlog_time``;
 past that the queue is dropped whole and delivery resumes at the next keyframe (counted), so the
-publisher and other clients never wait for a slow one (ARCHITECTURE.md, "Performance shape").
+publisher and other clients never wait for a slow one (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rtmpserver.hub import AUDIO, VIDEO, Frame, LiveStream
-from rtmpserver.interfaces import IMediaSink
+from rtmpserver.interfaces import IDetachableSink
 
 __all__ = ["LiveSink"]
 
@@ -29,7 +29,7 @@ def _signed32(v: int) -> int:
     return v - 0x100000000 if v & 0x80000000 else v
 
 
-@implementer(IMediaSink)
+@implementer(IDetachableSink)
 class LiveSink:
     _log = Logger()
 

@@ -5,7 +5,7 @@ from zope.interface.verify import verifyObject
 
 from rtmpserver.codec.chunk import CSID_VIDEO, continuation
 from rtmpserver.hub import AUDIO, VIDEO, Frame, Hub
-from rtmpserver.interfaces import IMediaSink
+from rtmpserver.interfaces import IDetachableSink, IMediaSink
 
 AVC_SEQ = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
 AVC_KEY = b"\x17\x01\x00\x00\x00" + b"K" * 50
@@ -173,6 +173,7 @@ def test_frame_types_map_to_distinct_chunk_streams():
     assert Frame(AUDIO, 0, b"x", True).csid != Frame(VIDEO, 0, b"x", True).csid
 
 
+@implementer(IDetachableSink)
 class BrokenSink(RecordingSink):
     def __init__(self, fail_on):
         super().__init__()

@@ -54,9 +54,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rtmpserver.codec import amf3
+from rtmpserver.codec._reader import AMFReader
 from rtmpserver.codec.amftypes import (
     UNDEFINED,
     UNSUPPORTED,
+    XML,
     AMF3Array,
     AMFDate,
     ByteArray,
@@ -68,10 +70,9 @@ from rtmpserver.codec.amftypes import (
     VectorObject,
     VectorUInt,
     XMLDocument,
-    XML,
     _Sentinel,
 )
-from rtmpserver.errors import AMFDecodeError, AMFEncodeError, LocalProtocolError
+from rtmpserver.errors import AMFDecodeError, AMFEncodeError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -115,25 +116,16 @@ _OBJECT_END = b"\x00\x00\x09"
 _MAX_OUTPUT = 0xFFFFFF
 
 
-class Decoder:
+class Decoder(AMFReader):
     """Reads AMF0 values from ``data`` starting at ``offset``, keeping the reference tables.
 
     One Decoder is one reference context (one message).  After an ``AMFDecodeError`` its
     position and tables are unspecified; start a new one.
     """
 
-    __slots__ = (
-        "_data",
-        "_end",
-        "offset",
-        "max_depth",
-        "max_elements",
-        "_depth",
-        "_budget",
-        "_refs",
-        "_amf3",
-        "_externalizables",
-    )
+    _FORMAT = "AMF0"
+
+    __slots__ = ("_refs", "_amf3", "_externalizables")
 
     def __init__(
         self,
@@ -144,31 +136,10 @@ class Decoder:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         externalizables: Iterable[amf3.Externalizable] = (),
     ) -> None:
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        if not 0 <= offset <= len(data):
-            raise LocalProtocolError(f"offset {offset} outside data of {len(data)} bytes")
-        self._data = data
-        self._end = len(data)
-        self.offset = offset
-        self.max_depth = max_depth
-        self.max_elements = max_elements
-        self._depth = 0
-        self._budget = max_elements
+        super().__init__(data, offset, max_depth=max_depth, max_elements=max_elements)
         self._refs: list[Any] = []
         self._amf3: amf3.Decoder | None = None
         self._externalizables = tuple(externalizables)
-
-    @property
-    def at_end(self) -> bool:
-        return self.offset >= self._end
-
-    def read_value(self) -> Any:
-        """The next value; AMFDecodeError if it is malformed or the data ends inside it."""
-        try:
-            return self._read()
-        except RecursionError:
-            raise AMFDecodeError(f"AMF0 data nested too deeply for the interpreter near offset {self.offset}") from None
 
     def read_all(self) -> list:
         """Every value from the current position to the end of the data."""
@@ -178,20 +149,6 @@ class Decoder:
         return values
 
     # -- primitives ---------------------------------------------------------------------------
-
-    def _take(self, n: int, what: str) -> int:
-        off = self.offset
-        if n > self._end - off:
-            raise AMFDecodeError(f"{what} needs {n} bytes at offset {off}, only {self._end - off} left")
-        self.offset = off + n
-        return off
-
-    def _utf8(self, n: int, what: str) -> str:
-        off = self._take(n, what)
-        try:
-            return self._data[off : off + n].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise AMFDecodeError(f"{what} at offset {off} is not valid UTF-8 (byte {off + e.start})") from None
 
     def _short_utf8(self, what: str) -> str:
         # Hot path (every command name and property key): one bounds check, one slice.
@@ -210,11 +167,6 @@ class Decoder:
 
     def _long_utf8(self, what: str) -> str:
         return self._utf8(_U32.unpack_from(self._data, self._take(4, f"{what} length"))[0], what)
-
-    def _enter(self, start: int) -> None:
-        self._depth += 1
-        if self._depth > self.max_depth:
-            raise AMFDecodeError(f"AMF0 value at offset {start} nested deeper than {self.max_depth} levels")
 
     # -- values ---------------------------------------------------------------------------------
 

@@ -55,9 +55,11 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from rtmpserver.codec._reader import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ELEMENTS, AMFReader
 from rtmpserver.codec.amftypes import (
     UNDEFINED,
     UNSUPPORTED,
+    XML,
     AMF3Array,
     AMFDate,
     ByteArray,
@@ -69,10 +71,9 @@ from rtmpserver.codec.amftypes import (
     VectorObject,
     VectorUInt,
     XMLDocument,
-    XML,
     _Sentinel,
 )
-from rtmpserver.errors import AMFDecodeError, AMFEncodeError, LocalProtocolError
+from rtmpserver.errors import AMFDecodeError, AMFEncodeError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -88,8 +89,6 @@ __all__ = [
     "encode_u29",
 ]
 
-DEFAULT_MAX_DEPTH = 64
-DEFAULT_MAX_ELEMENTS = 100_000
 
 #: Range of the AMF3 integer type: a U29 read as two's complement (spec 3.6).
 INTEGER_MIN = -(1 << 28)
@@ -169,7 +168,7 @@ def encode_u29(value: int) -> bytes:
 _SMALL_U29 = [bytes((i,)) for i in range(0x80)]
 
 
-class Decoder:
+class Decoder(AMFReader):
     """Reads AMF3 values from ``data`` starting at ``offset``, keeping the three reference tables.
 
     One Decoder is one reference context: values read one after another share their string,
@@ -177,19 +176,9 @@ class Decoder:
     the decoder's position and tables are unspecified; start a new one.
     """
 
-    __slots__ = (
-        "_data",
-        "_end",
-        "offset",
-        "max_depth",
-        "max_elements",
-        "_depth",
-        "_budget",
-        "_strings",
-        "_objects",
-        "_traits",
-        "_ext",
-    )
+    _FORMAT = "AMF3"
+
+    __slots__ = ("_strings", "_objects", "_traits", "_ext")
 
     def __init__(
         self,
@@ -200,32 +189,11 @@ class Decoder:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         externalizables: Iterable[Externalizable] = (),
     ) -> None:
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        if not 0 <= offset <= len(data):
-            raise LocalProtocolError(f"offset {offset} outside data of {len(data)} bytes")
-        self._data = data
-        self._end = len(data)
-        self.offset = offset
-        self.max_depth = max_depth
-        self.max_elements = max_elements
-        self._depth = 0
-        self._budget = max_elements
+        super().__init__(data, offset, max_depth=max_depth, max_elements=max_elements)
         self._strings: list[str] = []
         self._objects: list[Any] = []
         self._traits: list[_Traits] = []
         self._ext = {e.class_name: e for e in externalizables}
-
-    @property
-    def at_end(self) -> bool:
-        return self.offset >= self._end
-
-    def read_value(self) -> Any:
-        """The next AMF3 value (``readObject`` for externalizable readers)."""
-        try:
-            return self._read()
-        except RecursionError:
-            raise AMFDecodeError(f"AMF3 data nested too deeply for the interpreter near offset {self.offset}") from None
 
     # -- IDataInput counterparts, for Externalizable readers -----------------------------------
 
@@ -257,20 +225,6 @@ class Decoder:
 
     # -- primitives ---------------------------------------------------------------------------
 
-    def _take(self, n: int, what: str) -> int:
-        off = self.offset
-        if n > self._end - off:
-            raise AMFDecodeError(f"{what} needs {n} bytes at offset {off}, only {self._end - off} left")
-        self.offset = off + n
-        return off
-
-    def _utf8(self, n: int, what: str) -> str:
-        off = self._take(n, what)
-        try:
-            return self._data[off : off + n].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise AMFDecodeError(f"{what} at offset {off} is not valid UTF-8 (byte {off + e.start})") from None
-
     def _u29(self) -> int:
         # Spec 1.3.1: up to three 7-bit groups with a continuation bit, then a full 8-bit byte.
         data = self._data
@@ -296,23 +250,6 @@ class Decoder:
             raise AMFDecodeError(f"truncated U29 at offset {start}")
         self.offset = off + 1
         return n << 8 | data[off]
-
-    def _count(self, n: int, per_item: int, what: str, start: int) -> None:
-        # Every item takes at least ``per_item`` bytes, so a count the input cannot hold is a lie;
-        # refuse it before looping or allocating (a 10-byte message must not claim 2**28 items).
-        left = self._end - self.offset
-        if n * per_item > left:
-            raise AMFDecodeError(f"{what} at offset {start} claims {n} items but only {left} bytes are left")
-
-    def _enter(self, start: int) -> None:
-        self._depth += 1
-        if self._depth > self.max_depth:
-            raise AMFDecodeError(f"AMF3 value at offset {start} nested deeper than {self.max_depth} levels")
-
-    def _spend(self, n: int, start: int) -> None:
-        self._budget -= n
-        if self._budget < 0:
-            raise AMFDecodeError(f"more than {self.max_elements} AMF values in one message (offset {start})")
 
     def _read_string(self) -> str:
         start = self.offset

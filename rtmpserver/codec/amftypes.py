@@ -179,7 +179,7 @@ class ByteArray(bytes):
         return f"ByteArray({bytes.__repr__(self)})"
 
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +206,7 @@ class AMFDate:
     def from_datetime(cls, value: _dt.datetime) -> AMFDate:
         """A naive datetime is taken to be UTC, like ActionScript's ``Date.UTC``."""
         if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
+            value = value.replace(tzinfo=_dt.UTC)
         return cls((value - _EPOCH) // _dt.timedelta(microseconds=1) / 1000.0)
 
 

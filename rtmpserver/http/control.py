@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
+from rtmpserver.interfaces import IPlayerStream, IPublisher
+
 __all__ = ["control"]
 
 _log = Logger()
@@ -22,8 +24,6 @@ def _arg(request, name: str) -> str:
 
 def _matching(factory, method: str, app: str, name: str, addr: str, clientid: str):
     """(session, stream id, stream) triples the request selects."""
-    from rtmpserver.session import PlayerStream, PublisherStream
-
     for p in list(factory.connections):
         s = p.session
         if s is None or s.closed or (app and s.app != app):
@@ -33,11 +33,12 @@ def _matching(factory, method: str, app: str, name: str, addr: str, clientid: st
         if clientid and str(s.id) != clientid:
             continue
         for sid, st in list(s.streams.items()):
-            if method == "publisher" and type(st) is not PublisherStream:
+            publishing, playing = IPublisher.providedBy(st), IPlayerStream.providedBy(st)
+            if method == "publisher" and not publishing:
                 continue
-            if method == "subscriber" and type(st) is not PlayerStream:
+            if method == "subscriber" and not playing:
                 continue
-            if method == "client" and type(st) not in (PublisherStream, PlayerStream):
+            if method == "client" and not (publishing or playing):
                 continue
             if name and st.name != name:
                 continue

@@ -14,13 +14,14 @@ from twisted.web import server
 from zope.interface import implementer
 
 from rtmpserver.hub import Frame
+from rtmpserver.interfaces import IMonitoredClient
 from rtmpserver.media.flv import file_header, previous_tag_size, tag_header
 from rtmpserver.sinks import LiveSink
 
 __all__ = ["FLVClient", "serve_flv"]
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IMonitoredClient)
 class FLVClient(LiveSink):
     _log = Logger()
 
@@ -49,6 +50,15 @@ class FLVClient(LiveSink):
     def on_stopped(self) -> None:
         # The FLV "file" ends with its publisher; players reconnect for the next one.
         self.finish()
+
+    # IMonitoredClient
+    def describe(self, now: float) -> dict:
+        return {
+            "id": -id(self) & 0xFFFFFFFF, "address": self.host, "port": 0, "protocol": "http-flv",
+            "app": self.live.app, "streams": [self.name], "role": "player", "time": now - self.started,
+            "flashver": "", "swfurl": "", "pageurl": "", "tcurl": "", "bytes_in": 0,
+            "bytes_out": self.bytes_out, "dropped": self.dropped, "timestamp": self.last_ts,
+        }
 
     # IPushProducer
     def pauseProducing(self) -> None:

@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 
 from rtmpserver.codec import amf0
 from rtmpserver.errors import RemoteProtocolError
+from rtmpserver.interfaces import IMonitoredClient
 from rtmpserver.media import codecs, flv
 
 __all__ = ["snapshot", "stat_xml", "streams_json", "clients_json", "MetricsCollector"]
@@ -70,58 +71,22 @@ def _meta(live) -> dict:
     return out
 
 
+def _monitored(obj):
+    return IMonitoredClient(obj, None) if obj is not None else None
+
+
 def snapshot(factory, flv_clients=()) -> dict:
     """Everything the monitoring endpoints show, as plain data."""
     now = factory.clock.seconds()
     sessions = [p.session for p in factory.connections if p.session is not None]
-    by_session = {}
-    clients = []
-    for p in factory.connections:
-        s = p.session
-        if s is None:
-            continue
-        c = {
-            "id": s.id,
-            "address": p.host,
-            "port": int(p.peer.rsplit(":", 1)[-1]) if p.peer.rsplit(":", 1)[-1].isdigit() else 0,
-            "protocol": "rtmp",
-            "app": s.app,
-            "streams": sorted(s.stream_names),
-            "role": "+".join(sorted(s.roles)) or "-",
-            "time": now - p.connected_at,
-            "flashver": str(s.connect_params.get("flashVer", "")),
-            "swfurl": str(s.connect_params.get("swfUrl", "")),
-            "pageurl": str(s.connect_params.get("pageUrl", "")),
-            "tcurl": str(s.connect_params.get("tcUrl", "")),
-            "bytes_in": p.bytes_in,
-            "bytes_out": s.conn.bytes_sent + s.media_bytes_out,
-            "dropped": s.dropped_total + sum(getattr(x, "dropped", 0) for x in s.streams.values() if hasattr(x, "dropped")),
-        }
-        by_session[s] = c
-        clients.append(c)
-    for fc in flv_clients:
-        clients.append({
-            "id": -id(fc) & 0xFFFFFFFF, "address": fc.host,
-            "port": 0, "protocol": "http-flv", "app": fc.live.app, "streams": [fc.name], "role": "player",
-            "time": now - fc.started, "flashver": "", "swfurl": "", "pageurl": "", "tcurl": "",
-            "bytes_in": 0, "bytes_out": fc.bytes_out, "dropped": fc.dropped,
-        })
+    clients = [IMonitoredClient(c).describe(now) for c in (*sessions, *flv_clients)]
     apps: dict[str, list] = {name: [] for name in factory.config.apps}
     for live in list(factory.hub.streams.values()):
-        pub = live.publisher
-        pub_session = getattr(pub, "session", None)
-        players = []
-        for sink in live.sinks:
-            sess = getattr(sink, "session", None)
-            if sess is not None and sess in by_session:
-                players.append({**by_session[sess], "dropped": sink.dropped, "timestamp": sink.last_ts})
-            elif hasattr(sink, "request"):
-                players.append({"id": -id(sink) & 0xFFFFFFFF, "address": sink.host, "protocol": "http-flv",
-                                "time": now - sink.started, "flashver": "", "swfurl": "", "pageurl": "",
-                                "dropped": sink.dropped, "timestamp": sink.last_ts, "bytes_out": sink.bytes_out})
-        publisher = None
-        if pub_session is not None and pub_session in by_session:
-            publisher = {**by_session[pub_session], "timestamp": 0}
+        # Players (RTMP NetStreams, HTTP-FLV viewers) describe themselves; recorders and HLS
+        # writers are sinks too but not clients, so they do not provide IMonitoredClient.
+        players = [c.describe(now) for c in map(_monitored, live.sinks) if c is not None]
+        pub = _monitored(live.publisher)
+        publisher = pub.describe(now) if pub is not None else None
         apps.setdefault(live.app, []).append({
             "app": live.app,
             "name": live.name,
@@ -284,7 +249,7 @@ class MetricsCollector:
             s = p.session
             if s is not None:
                 d = per_app.setdefault(s.app or "-", {"in": 0, "out": 0, "drop": 0, "rej": {}})
-                for k, v in s.rejections.items():
+                for k, v in s.stats.rejections.items():
                     d["rej"][k] = d["rej"].get(k, 0) + v
         for app, sts in snap["apps"].items():
             streams.add_metric([app], sum(1 for st in sts if st["active"]))

@@ -31,6 +31,7 @@ __all__ = [
     "FLVTag",
     "video_info",
     "audio_info",
+    "video_flags",
     "is_video_keyframe",
     "is_video_sequence_header",
     "is_audio_sequence_header",
@@ -346,15 +347,48 @@ def _enhanced_audio_info(payload, packet_type: int) -> AudioInfo:
     )
 
 
+def video_flags(payload) -> tuple[bool, bool]:
+    """(key frame carrying picture data, sequence header) of a video message body. Never raises.
+
+    The one video frame classifier: the hub calls it once per published video message, so the
+    usual headers are decided from their first bytes; only Enhanced RTMP ModEx and multitrack
+    headers are parsed in full.  A key frame here is what a decoder can start from: FrameType 1
+    with coded picture data (not a sequence header, end of sequence, metadata or command frame).
+    """
+    # Literals rather than the module's names: this runs per message and global lookups show.
+    n = len(payload)
+    if n == 0:
+        return False, False
+    b0 = payload[0]
+    if b0 < 0x80:  # legacy VideoTagHeader: FrameType(4) CodecID(4)
+        codec = b0 & 0x0F
+        if codec != 7 and codec != 12:  # not AVC / legacy HEVC: no packet type
+            return b0 >> 4 == 1, False
+        # AVCPacketType: 0 sequence header, 1 NAL units, 2 end of sequence; then a 24-bit CTS.
+        if n < 5 or b0 >> 4 == 5:  # truncated / command frame
+            return False, False
+        packet_type = payload[1]
+        if packet_type == 1:
+            return b0 >> 4 == 1, False
+        return False, packet_type == 0
+    # Enhanced RTMP: FrameType in bits 4..6, VideoPacketType in the low nibble, then a FourCC.
+    packet_type = b0 & 0x0F
+    if packet_type == _VPT_MODEX or packet_type == _VPT_MULTITRACK:
+        try:
+            info = video_info(payload)
+        except FLVError:
+            return False, False
+        return info.is_keyframe, info.is_sequence_header
+    frame_type = (b0 >> 4) & 7
+    if n < 5 or frame_type == _FRAME_COMMAND:
+        return False, False
+    key = frame_type == _FRAME_KEY and (packet_type == _VPT_CODED_FRAMES or packet_type == _VPT_CODED_FRAMES_X)
+    return key, packet_type == _VPT_SEQUENCE_START or packet_type == _VPT_MPEG2TS_SEQUENCE_START
+
+
 def is_video_keyframe(payload) -> bool:
     """True for a key frame carrying picture data (not a sequence header). Never raises."""
-    # Most messages are inter frames: decide those from byte 0 alone.
-    if not payload or (payload[0] & 0x70) != 0x10:
-        return False
-    try:
-        return video_info(payload).is_keyframe
-    except FLVError:
-        return False
+    return video_flags(payload)[0]
 
 
 def is_video_sequence_header(payload) -> bool:

@@ -682,3 +682,45 @@ def test_flv_error_is_a_remote_protocol_error():
     # The hub closes the publisher on RemoteProtocolError; these must all be in that family.
     assert issubclass(FLVError, RemoteProtocolError)
     assert issubclass(FLVTagTooLarge, RemoteProtocolError)
+
+
+# -- video_flags: the one classifier the hub and the recorder share ---------------------------------
+
+
+def _video_corpus():
+    """Every first byte with each interesting second byte, a CTS and a FourCC where they go."""
+    for b0 in range(256):
+        for b1 in (0, 1, 2, 3, 5, 0x61):
+            for tail in (b"", b"\x00\x00", b"\x00\x00\x00avc1\x00\x00\x00" + b"x" * 8, b"vc1\x00\x00\x00" + b"x" * 8):
+                yield bytes((b0, b1)) + tail
+    yield b""
+    yield b"\x17"
+
+
+def test_video_flags_agrees_with_the_full_parser():
+    n = 0
+    for payload in _video_corpus():
+        try:
+            info = flv.video_info(payload)
+            expected = (info.is_keyframe, info.is_sequence_header)
+        except FLVError:
+            expected = (False, False)
+        got = flv.video_flags(payload)
+        if expected != got:
+            # Only a truncated Enhanced frame may differ: the quick path does not check the CTS bytes.
+            assert payload[0] & 0x80 and got == (True, False) and expected == (False, False), payload
+        n += 1
+        assert flv.is_video_keyframe(payload) == got[0]
+    assert n > 5000
+
+
+def test_video_flags_common_cases():
+    assert flv.video_flags(b"\x17\x01\x00\x00\x00data") == (True, False)  # AVC keyframe
+    assert flv.video_flags(b"\x27\x01\x00\x00\x00data") == (False, False)  # AVC inter frame
+    assert flv.video_flags(b"\x17\x00\x00\x00\x00\x01\x64") == (False, True)  # AVC sequence header
+    assert flv.video_flags(b"\x17\x02\x00\x00\x00") == (False, False)  # AVC end of sequence
+    assert flv.video_flags(b"\x12data") == (True, False)  # Sorenson H.263 keyframe
+    assert flv.video_flags(b"\x90hvc1\x01") == (False, True)  # Enhanced SequenceStart
+    assert flv.video_flags(b"\x93hvc1frame") == (True, False)  # Enhanced CodedFramesX keyframe
+    assert flv.video_flags(b"\xa3hvc1frame") == (False, False)  # Enhanced inter frame
+    assert flv.video_flags(b"") == (False, False)

@@ -1,13 +1,15 @@
 """NetConnection and NetStream state for one RTMP connection.
 
 The session is sans-transport: it talks to its connection through a small ``Link`` (write bytes,
-write a sequence, close, flow-control state) that ``rtmpserver.protocol`` implements.  Commands
-go through the session; audio/video/data from a publisher go straight to the hub, never through
-command handling (ARCHITECTURE.md, "Layers").
+write media, close, flow-control state) that ``rtmpserver.protocol`` implements.  Commands go
+through the session; audio/video/data from a publisher go straight to the hub, never through
+command handling.  Admission of publish/play is in ``admission``, the NetStreams in ``streams``,
+the counters monitoring reads in ``stats``.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -20,14 +22,22 @@ from rtmpserver.codec.chunk import CSID_DATA
 from rtmpserver.codec.connection import RTMPConnection
 from rtmpserver.config import AppConfig, ServerConfig
 from rtmpserver.errors import MessageError, Rejected
-from rtmpserver.hub import Frame, Hub, LiveStream
-from rtmpserver.interfaces import IPublisher
-from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
-from rtmpserver.sinks import LiveSink
+from rtmpserver.hub import DATA, Hub, LiveStream
+from rtmpserver.interfaces import IMonitoredClient, IPlayerStream
+from rtmpserver.requests import (
+    ConnectRequest,
+    PlayRequest,
+    PublishRequest,
+    SessionView,
+    StreamClosed,
+)
+from rtmpserver.session import admission, courtesy
+from rtmpserver.session.admission import PENDING
+from rtmpserver.session.stats import SessionStats
+from rtmpserver.session.streams import PlayerStream, PublisherStream
 
-__all__ = ["Session", "Link", "PlayerStream", "PublisherStream", "WriteMerger"]
+__all__ = ["Session", "Link", "State"]
 
-_MASK32 = 0xFFFFFFFF
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
 _ON_METADATA = amf0.encode("onMetaData")
 _SAMPLE_ACCESS = m.data_payload("|RtmpSampleAccess", True, True)
@@ -36,21 +46,38 @@ _SAMPLE_ACCESS = m.data_payload("|RtmpSampleAccess", True, True)
 # any codec without looking inside, so we say CanForward (0x04) for all of them with the wildcard.
 _FOURCC_CAN_FORWARD = 0x04
 
-# A NetStream whose publish/play is waiting for the handler chain's decision.
-_PENDING = object()
 # Commands a client may pipeline behind connect while the chain decides (bounded).
 _MAX_QUEUED_COMMANDS = 32
 _session_ids = iter(range(1, 1 << 62))
 
 
+class State(enum.Enum):
+    """Where a session is in its life."""
+
+    HANDSHAKE = "handshake"  # bytes before the connect command: handshake, chunk size, ...
+    CONNECTING = "connecting"  # connect received, the handler chain is deciding (commands queue)
+    CONNECTED = "connected"  # connected to an app (also once a refused connect is being closed)
+    CLOSED = "closed"  # the connection is gone; nothing more is sent
+
+
 class Link(Protocol):
-    """What a session needs from its transport (implemented by ``RTMPServerProtocol``)."""
+    """What a session needs from its transport (implemented by ``RTMPServerProtocol``).
+
+    How media writes reach the socket (each at once, or merged into one write per tick when the
+    app sets ``write_merge_ms``) is the link's business; the session only says which app's
+    setting applies.
+    """
 
     paused: bool  # the transport's buffer is full (push-producer pause); players queue instead
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Control/command bytes, written after any media the link still holds."""
 
-    def write_sequence(self, parts: list) -> None: ...
+    def write_sequence(self, parts: list) -> None:
+        """Media (chunk headers and bodies), possibly merged with others until the next tick."""
+
+    def merge_writes(self, delay: float) -> None:
+        """Hold media writes for up to ``delay`` seconds (0: write each at once)."""
 
     def close(self, reason: str) -> None: ...
 
@@ -65,115 +92,13 @@ def _split_query(name: str) -> tuple[str, dict[str, str]]:
     return name, {}
 
 
-@implementer(IPublisher)
-class PublisherStream:
-    """A NetStream that publishes into the hub."""
-
-    def __init__(self, session: "Session", stream_id: int, live: LiveStream, name: str, mode: str, args: dict) -> None:
-        self.session = session
-        self.stream_id = stream_id
-        self.live = live
-        self.name = name
-        self.mode = mode
-        self.args = args
-        self.last_media_time = session.clock.seconds()
-
-    @property
-    def closing(self) -> bool:
-        return self.session.closed
-
-    def evict(self, reason: str) -> None:
-        self.session.evicted(self, reason)
-
-
-class PlayerStream(LiveSink):
-    """A NetStream playing a live stream over RTMP (delivery rules in ``rtmpserver.sinks``)."""
-
-    def __init__(self, session: "Session", stream_id: int, live: LiveStream, name: str, args: dict) -> None:
-        app = session.app_config
-        super().__init__(live, name, app.player_backlog_bytes, app.player_backlog_time, session.peer)
-        self.session = session
-        self.stream_id = stream_id
-        self.args = args
-        self.writer = session.conn.writer
-        self.playing = False
-
-    def transport_full(self) -> bool:
-        return self.session.link.paused
-
-    def write_frame(self, frame: Frame, ts: int) -> None:
-        header, ext = self.writer.header(frame.csid, ts, frame.type_id, self.stream_id, len(frame.payload))
-        body = frame.body(self.writer.chunk_size) if ext is None else _body_ext(frame, self.writer.chunk_size, ext)
-        self.session.write_media(header, body)
-
-    def on_started(self, republished: bool) -> None:
-        if republished:
-            self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
-        self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
-
-    def on_stopped(self) -> None:
-        self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
-        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
-
-    def close(self) -> None:
-        self.detach()
-        self.session.dropped_total += self.dropped
-        self.session.resyncs_total += self.resyncs
-        self.dropped = self.resyncs = 0
-
-
-def _body_ext(frame: Frame, chunk_size: int, ext: bytes) -> bytes:
-    """Continuation bytes when this player's timestamp needs the extended field (after 4.66 h)."""
-    from rtmpserver.codec.chunk import continuation
-
-    return continuation(frame.payload, chunk_size, frame.csid, ext)
-
-
-class WriteMerger:
-    """Merged writes (SRS's mw_latency): one flush per connection per tick instead of one per message.
-
-    Each ``transport.write`` on an idle connection costs an epoll registration and a send call;
-    with many players that per-message cost dominates. Sessions that have media pending register
-    here; one timer per distinct delay flushes all of them, so the timer count does not grow with
-    the number of players.
-    """
-
-    def __init__(self, clock) -> None:
-        self.clock = clock
-        self._pending: dict[float, dict] = {}  # delay (s) -> sessions to flush (insertion-ordered)
-        self._calls: dict[float, Any] = {}
-
-    def add(self, session: "Session", delay: float) -> None:
-        dirty = self._pending.get(delay)
-        if dirty is None:
-            dirty = self._pending[delay] = {}
-        dirty[session] = None
-        if delay not in self._calls:
-            self._calls[delay] = self.clock.callLater(delay, self._flush, delay)
-
-    def _flush(self, delay: float) -> None:
-        del self._calls[delay]
-        dirty = self._pending.pop(delay, {})
-        for session in dirty:
-            session.flush_merged()
-
-    def cancel(self) -> None:
-        for call in self._calls.values():
-            if call.active():
-                call.cancel()
-        self._calls.clear()
-        for dirty in self._pending.values():
-            for session in dirty:
-                session.flush_merged()
-        self._pending.clear()
-
-
+@implementer(IMonitoredClient)
 class Session:
     """One RTMP connection's NetConnection and its NetStreams."""
 
     _log = Logger()
 
-    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, merger: WriteMerger | None = None) -> None:
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None) -> None:
         self.link = link
         self.id = next(_session_ids)
         self.host = host
@@ -181,11 +106,8 @@ class Session:
         self.chain = None
         self.handler_data: dict = {}
         self.view = SessionView(self)
-        self._connecting = False
+        self.state = State.HANDSHAKE
         self._queued: list = []
-        self.merger = merger
-        self._merged: list[bytes] = []
-        self._merge_delay = 0.0
         self.config = config
         self.limits = config.limits
         self.hub = hub
@@ -209,28 +131,57 @@ class Session:
         self.app_config: AppConfig | None = None
         self.connect_params: dict = {}
         self.amf3 = False
-        self.streams: dict[int, Any] = {}  # stream id -> None (created) / PublisherStream / PlayerStream
+        # stream id -> None (created) / admission.PENDING (being decided) / PublisherStream / PlayerStream
+        self.streams: dict[int, Any] = {}
         self._next_stream_id = 1
-        self.closed = False
         self.close_reason = ""
-        self.roles: set[str] = set()
-        self.stream_names: set[str] = set()
         self.last_ping_sent = 0.0
-        self.media_bytes_out = 0
-        self.rejections: dict[str, int] = {}  # hook -> requests the handler chain refused
-        self.dropped_total = 0  # messages players of this connection dropped because they lagged
-        self.resyncs_total = 0
+        self.stats = SessionStats()
 
-    # -- input ------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
 
     @property
     def handshake_complete(self) -> bool:
         return self.conn.handshake_complete
 
+    @property
+    def bytes_out(self) -> int:
+        return self.conn.bytes_sent + self.stats.media_bytes_out
+
+    # -- IMonitoredClient -------------------------------------------------------------------
+
+    def describe(self, now: float) -> dict:
+        """The connection as /stat and /api/v1/clients show it."""
+        port = self.peer.rsplit(":", 1)[-1]
+        params = self.connect_params
+        stats = self.stats
+        return {
+            "id": self.id,
+            "address": self.host,
+            "port": int(port) if port.isdigit() else 0,
+            "protocol": "rtmp",
+            "app": self.app,
+            "streams": sorted(stats.stream_names),
+            "role": stats.role,
+            "time": now - self.started,
+            "flashver": str(params.get("flashVer", "")),
+            "swfurl": str(params.get("swfUrl", "")),
+            "pageurl": str(params.get("pageUrl", "")),
+            "tcurl": str(params.get("tcUrl", "")),
+            "bytes_in": stats.bytes_in,
+            "bytes_out": self.bytes_out,
+            "dropped": stats.dropped + sum(s.dropped for s in self.streams.values() if IPlayerStream.providedBy(s)),
+        }
+
+    # -- input ------------------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
         """Feed bytes; raises RemoteProtocolError on garbage (the protocol closes us)."""
+        self.stats.bytes_in += len(data)
         for msg in self.conn.receive_data(data):
-            if self.closed:
+            if self.state is State.CLOSED:
                 break
             t = type(msg)
             if t is m.AudioMessage or t is m.VideoMessage or t is m.DataMessage:
@@ -243,31 +194,16 @@ class Session:
         self.flush()
 
     def flush(self) -> None:
-        if self._merged:
-            self.flush_merged()
         data = self.conn.data_to_send()
         if data:
             self.link.write(data)
 
     def write_media(self, header: bytes, body: bytes) -> None:
+        """A player's chunk header and body (commands queued before it go first)."""
         if self.conn.has_pending:
             self.flush()
-        self.media_bytes_out += len(header) + len(body)
-        if self._merge_delay:
-            if not self._merged:
-                self.merger.add(self, self._merge_delay)
-            self._merged.append(header)
-            self._merged.append(body)
-            return
+        self.stats.media_bytes_out += len(header) + len(body)
         self.link.write_sequence([header, body])
-
-    def flush_merged(self) -> None:
-        merged = self._merged
-        if merged and not self.closed:
-            self._merged = []
-            self.link.write_sequence(merged)
-        elif merged:
-            self._merged = []
 
     # -- output helpers ---------------------------------------------------------------------
 
@@ -288,7 +224,7 @@ class Session:
         self.command("_error", tid, None, {"level": "error", "code": code, "description": description})
 
     def close(self, reason: str) -> None:
-        if not self.closed:
+        if self.state is not State.CLOSED:
             self.close_reason = reason
             self.flush()
             self.link.close(reason)
@@ -328,12 +264,13 @@ class Session:
 
     def _command(self, cmd: m.CommandMessage) -> None:
         name = cmd.name
-        if self._connecting:
+        state = self.state
+        if state is State.CONNECTING:
             if len(self._queued) >= _MAX_QUEUED_COMMANDS:
                 raise MessageError(f"more than {_MAX_QUEUED_COMMANDS} commands sent before connect was answered")
             self._queued.append(cmd)
             return
-        if self.app is None and name != "connect":
+        if state is State.HANDSHAKE and name != "connect":
             if name in ("_result", "_error", "onStatus"):
                 return
             raise MessageError(f"command {name!r} before connect")
@@ -347,7 +284,7 @@ class Session:
         handler(self, cmd)
 
     def _connect(self, cmd: m.CommandMessage) -> None:
-        if self.app is not None:
+        if self.state is not State.HANDSHAKE:
             raise MessageError("second connect on one connection")
         obj = cmd.command_object if isinstance(cmd.command_object, dict) else {}
         app = obj.get("app")
@@ -366,8 +303,8 @@ class Session:
             return
         self.app = app_name
         self.app_config = app_config
-        if app_config.write_merge_ms and self.merger is not None:
-            self._merge_delay = app_config.write_merge_ms / 1000.0
+        if app_config.write_merge_ms:
+            self.link.merge_writes(app_config.write_merge_ms / 1000.0)
         self.chain = self.chains.get(app_name)
 
         def text(key: str) -> str:
@@ -387,21 +324,22 @@ class Session:
 
         def refused(f) -> None:
             f.trap(Rejected)
-            self.rejections["connect"] = self.rejections.get("connect", 0) + 1
-            self._connecting = False
+            self.stats.rejected("connect")
+            if self.state is State.CONNECTING:
+                self.state = State.CONNECTED  # refused: nothing more is queued; we close below
             self._queued.clear()
             if not self.closed:
                 self._error(tid, f.value.code, f.value.description or "Connection rejected.")
                 self.close(f"connect rejected: {f.value}")
 
-        self._connecting = True
+        self.state = State.CONNECTING
         if self.chain is None:
             accept(request)
         else:
             self.chain.run("connect", request, accept).addErrback(refused)
 
     def _accept_connect(self, tid: float, obj: dict) -> None:
-        self._connecting = False
+        self.state = State.CONNECTED
         encoding = obj.get("objectEncoding", 0)
         c = self.conn
         c.send(m.WindowAcknowledgementSize(self.config.window_ack_size))
@@ -438,33 +376,6 @@ class Session:
         self._next_stream_id += 1
         self.streams[sid] = None
         self.command("_result", cmd.transaction_id, None, float(sid))
-
-    def _release_stream(self, cmd: m.CommandMessage) -> None:
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_publish(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCPublish", 0, None, {"code": "NetStream.Publish.Start", "description": name})
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_unpublish(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCUnpublish", 0, None, {"code": "NetStream.Unpublish.Success", "description": name})
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
-
-    def _fc_subscribe(self, cmd: m.CommandMessage) -> None:
-        name = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
-        self.command("onFCSubscribe", 0, None, {"code": "NetStream.Play.Start", "description": name})
-
-    def _get_stream_length(self, cmd: m.CommandMessage) -> None:
-        self.command("_result", cmd.transaction_id, None, 0.0)
-
-    def _checkbw(self, cmd: m.CommandMessage) -> None:
-        if cmd.transaction_id:
-            self.command("_result", cmd.transaction_id, None, amf0.UNDEFINED)
 
     def _delete_stream(self, cmd: m.CommandMessage) -> None:
         sid = cmd.arguments[0] if cmd.arguments else None
@@ -513,78 +424,17 @@ class Session:
         name, args = parsed
         mode = cmd.arguments[1] if len(cmd.arguments) > 1 and isinstance(cmd.arguments[1], str) else "live"
         request = PublishRequest(app=self.app, name=name, mode=mode, args=args, session=self.view)
-        self.streams[sid] = _PENDING
-        self._decide("publish", request, sid, lambda req: self._go_live(sid, req))
+        admission.decide(self, "publish", request, sid, lambda req: admission.go_live(self, sid, req))
 
-    def _decide(self, hook: str, request, sid: int, final) -> None:
-        """Run the chain; only its decision sends a Start status (or the refusal)."""
-
-        def refused(f) -> None:
-            f.trap(Rejected)
-            self.rejections[hook] = self.rejections.get(hook, 0) + 1
-            if self.streams.get(sid) is _PENDING:
-                self.streams[sid] = None
-            if not self.closed:
-                self.status(sid, "error", f.value.code, f.value.description or f"{hook} refused")
-
-        def guarded(req):
-            if self.closed or self.streams.get(sid) is not _PENDING:
-                raise Rejected(_REFUSAL[hook], "stream closed before the decision")
-            return final(req)
-
-        if self.chain is None:
-            try:
-                guarded(request)
-            except Rejected as e:
-                from twisted.python.failure import Failure
-
-                refused(Failure(e))
-            return
-        self.chain.run(hook, request, guarded).addErrback(refused)
-
-    def _live(self, name: str) -> LiveStream:
+    def live(self, name: str) -> LiveStream:
         """This app's live stream ``name``, created with the app's cache bounds if new."""
         app = self.app_config
         return self.hub.get_or_create(self.app, name, gop_cache=app.gop_cache, gop_max_frames=app.gop_cache_max_frames, gop_max_bytes=app.gop_cache_max_bytes)
 
-    def _go_live(self, sid: int, request: PublishRequest) -> LiveStream:
-        name = request.name
-        live = self._live(name)
-        current = live.publisher
-        if current is not None:
-            if not self._may_take_over(current):
-                self._log.info(
-                    "{peer}: publish {app}/{name} refused: already publishing from {other}",
-                    peer=self.peer, app=self.app, name=name, other=getattr(getattr(current, "session", None), "peer", "?"),
-                )
-                self.hub._maybe_discard(live)
-                raise Rejected("NetStream.Publish.BadName", f"{name} is already being published.")
-            self._log.info("{peer}: publish {app}/{name} takes over from a stale publisher", peer=self.peer, app=self.app, name=name)
-            live.stop()
-            current.evict("taken over by a new publisher")
-            live = self._live(name)
-        pub = PublisherStream(self, sid, live, name, request.mode, dict(request.args))
-        self.streams[sid] = pub
-        self.roles.add("publisher")
-        self.stream_names.add(name)
-        live.start(pub, self.clock.seconds())
-        self.send_user_control(m.UserControl.stream_begin(sid))
-        self.status(sid, "status", "NetStream.Publish.Start", f"{name} is now published.", details=name)
-        return live
-
-    def _may_take_over(self, current) -> bool:
-        policy = self.app_config.publisher_clash
-        if policy == "takeover":
-            return True
-        if policy == "reject":
-            return False
-        idle = self.clock.seconds() - current.last_media_time
-        return current.closing or idle >= self.app_config.publisher_stale_timeout
-
     def _play(self, cmd: m.CommandMessage) -> None:
         self._check_stream(cmd)
         sid = cmd.stream_id
-        if self.streams[sid] is _PENDING:
+        if self.streams[sid] is PENDING:
             self.status(sid, "error", "NetStream.Play.Failed", "A play on this NetStream is still being decided.")
             return
         if self.streams[sid] is not None:
@@ -603,22 +453,20 @@ class Session:
 
         reset = a[3] if len(a) > 3 and isinstance(a[3], bool) else True
         request = PlayRequest(app=self.app, name=name, start=number(1, -2.0), duration=number(2, -1.0), reset=reset, args=args, session=self.view)
-        self.streams[sid] = _PENDING
-        self._decide("play", request, sid, lambda req: self._start_play(sid, req.name, dict(req.args), req.reset))
+        admission.decide(self, "play", request, sid, lambda req: self._start_play(sid, req.name, dict(req.args), req.reset))
 
     def _start_play(self, sid: int, name: str, args: dict, reset: bool) -> None:
-        live = self._live(name)
+        live = self.live(name)
         player = PlayerStream(self, sid, live, name, args)
         self.streams[sid] = player
-        self.roles.add("player")
-        self.stream_names.add(name)
-        # Order players expect (PROTOCOL.md): StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess,
+        self.stats.began("player", name)
+        # Order players expect: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess,
         # then metadata, sequence headers and media from a keyframe.
         self.send_user_control(m.UserControl.stream_begin(sid))
         if reset:
             self.status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name)
         self.status(sid, "status", "NetStream.Play.Start", f"Started playing {name}.", details=name)
-        self.conn.send_raw(18, _SAMPLE_ACCESS, stream_id=sid, csid=CSID_DATA)
+        self.conn.send_raw(DATA, _SAMPLE_ACCESS, stream_id=sid, csid=CSID_DATA)
         self.flush()
         player.playing = True
         live.add_sink(player)
@@ -630,7 +478,7 @@ class Session:
         if not isinstance(new, str):
             self.status(cmd.stream_id, "error", "NetStream.Play.Failed", "play2 without streamName")
             return
-        if self.streams.get(cmd.stream_id) is _PENDING:
+        if self.streams.get(cmd.stream_id) is PENDING:
             return
         # Switch streams (bitrate change): decided like a play, then the old stream stops.
         fake = m.CommandMessage(cmd.stream_id, "play", 0, None, [new, -2.0, -1.0, False])
@@ -644,27 +492,13 @@ class Session:
 
     def _pause(self, cmd: m.CommandMessage) -> None:
         p = self._player(cmd)
-        if p is None:
-            return
-        flag = cmd.arguments[0] if cmd.arguments else True
-        if flag:
-            p.paused = True
-            p.backlog.clear()
-            p.backlog_bytes = 0
-            self.status(cmd.stream_id, "status", "NetStream.Pause.Notify", f"Paused {p.name}.", details=p.name)
-        else:
-            p.paused = False
-            self.status(cmd.stream_id, "status", "NetStream.Unpause.Notify", f"Unpaused {p.name}.", details=p.name)
-            p.rewind_to_live()
+        if p is not None:
+            p.pause(bool(cmd.arguments[0]) if cmd.arguments else True)
 
     def _seek(self, cmd: m.CommandMessage) -> None:
         p = self._player(cmd)
-        if p is None:
-            return
-        # A live stream cannot seek: acknowledge and resume from the latest keyframe.
-        self.status(cmd.stream_id, "status", "NetStream.Seek.Notify", f"Seeking {p.name} (live: resuming at a keyframe).", details=p.name)
-        self.status(cmd.stream_id, "status", "NetStream.Play.Start", f"Started playing {p.name}.", details=p.name)
-        p.rewind_to_live()
+        if p is not None:
+            p.seek()
 
     def _receive_av(self, cmd: m.CommandMessage) -> None:
         p = self._player(cmd)
@@ -672,11 +506,9 @@ class Session:
             return
         flag = bool(cmd.arguments[0]) if cmd.arguments else True
         if cmd.name == "receiveAudio":
-            p.receive_audio = flag
+            p.set_receive_audio(flag)
         else:
-            if flag and not p.receive_video:
-                p.need_key = True
-            p.receive_video = flag
+            p.set_receive_video(flag)
 
     # -- user control -------------------------------------------------------------------------
 
@@ -694,7 +526,7 @@ class Session:
 
     def _close_stream(self, sid: int, why: str) -> None:
         s = self.streams.get(sid)
-        if s is None or s is _PENDING:
+        if s is None or s is PENDING:
             return
         if type(s) is PublisherStream:
             if s.live.publisher is s:
@@ -719,7 +551,7 @@ class Session:
         handler chain like any other.
         """
         st = self.streams.get(sid)
-        if st is None or st is _PENDING or self.closed:
+        if st is None or st is PENDING or self.closed:
             return
         if type(st) is PublisherStream:
             mode = st.mode
@@ -754,9 +586,9 @@ class Session:
         self.close("server shutdown")
 
     def connection_lost(self, reason: str) -> None:
-        if self.closed:
+        if self.state is State.CLOSED:
             return
-        self.closed = True
+        self.state = State.CLOSED
         if not self.close_reason:
             self.close_reason = reason
         for sid in list(self.streams):
@@ -764,17 +596,15 @@ class Session:
         self.streams.clear()
 
 
-_REFUSAL = {"publish": "NetStream.Publish.Denied", "play": "NetStream.Play.Failed"}
-
 _COMMANDS = {
     "connect": Session._connect,
     "createStream": Session._create_stream,
-    "releaseStream": Session._release_stream,
-    "FCPublish": Session._fc_publish,
-    "FCUnpublish": Session._fc_unpublish,
-    "FCSubscribe": Session._fc_subscribe,
-    "getStreamLength": Session._get_stream_length,
-    "_checkbw": Session._checkbw,
+    "releaseStream": courtesy.release_stream,
+    "FCPublish": courtesy.fc_publish,
+    "FCUnpublish": courtesy.fc_unpublish,
+    "FCSubscribe": courtesy.fc_subscribe,
+    "getStreamLength": courtesy.get_stream_length,
+    "_checkbw": courtesy.checkbw,
     "deleteStream": Session._delete_stream,
     "closeStream": Session._close_stream_cmd,
     "publish": Session._publish,

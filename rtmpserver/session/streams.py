@@ -1,0 +1,122 @@
+"""The NetStreams of an RTMP session: a publisher feeding the hub, or a player fed by it.
+
+Per-player commands (pause, seek, receiveAudio/receiveVideo) are the player's own business; the
+session only finds the stream a command names and hands it over.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zope.interface import implementer
+
+from rtmpserver.codec import messages as m
+from rtmpserver.codec.chunk import continuation
+from rtmpserver.hub import Frame, LiveStream
+from rtmpserver.interfaces import IMonitoredClient, IPlayerStream, IPublisher
+from rtmpserver.sinks import LiveSink
+
+if TYPE_CHECKING:
+    from rtmpserver.session.netconnection import Session
+
+__all__ = ["PublisherStream", "PlayerStream"]
+
+
+@implementer(IPublisher, IMonitoredClient)
+class PublisherStream:
+    """A NetStream that publishes into the hub."""
+
+    def __init__(self, session: Session, stream_id: int, live: LiveStream, name: str, mode: str, args: dict) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.live = live
+        self.name = name
+        self.mode = mode
+        self.args = args
+        self.last_media_time = session.clock.seconds()
+
+    @property
+    def closing(self) -> bool:
+        return self.session.closed
+
+    def evict(self, reason: str) -> None:
+        self.session.evicted(self, reason)
+
+    def describe(self, now: float) -> dict:
+        """The publishing connection as monitoring shows it (timestamp: not tracked for publishers)."""
+        return {**self.session.describe(now), "timestamp": 0}
+
+
+@implementer(IPlayerStream, IMonitoredClient)
+class PlayerStream(LiveSink):
+    """A NetStream playing a live stream over RTMP (delivery rules in ``rtmpserver.sinks``)."""
+
+    def __init__(self, session: Session, stream_id: int, live: LiveStream, name: str, args: dict) -> None:
+        app = session.app_config
+        super().__init__(live, name, app.player_backlog_bytes, app.player_backlog_time, session.peer)
+        self.session = session
+        self.stream_id = stream_id
+        self.args = args
+        self.writer = session.conn.writer
+        self.playing = False
+
+    # -- LiveSink -------------------------------------------------------------------------------
+
+    def transport_full(self) -> bool:
+        return self.session.link.paused
+
+    def write_frame(self, frame: Frame, ts: int) -> None:
+        header, ext = self.writer.header(frame.csid, ts, frame.type_id, self.stream_id, len(frame.payload))
+        body = frame.body(self.writer.chunk_size) if ext is None else continuation(frame.payload, self.writer.chunk_size, frame.csid, ext)
+        self.session.write_media(header, body)
+
+    def on_started(self, republished: bool) -> None:
+        if republished:
+            self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
+        self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
+
+    def on_stopped(self) -> None:
+        self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
+        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
+
+    # -- per-player commands ----------------------------------------------------------------------
+
+    def pause(self, flag: bool) -> None:
+        """``pause``/``pauseRaw``: stop delivery (queued frames go), or resume from the latest keyframe."""
+        status = self.session.status
+        if flag:
+            self.paused = True
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            status(self.stream_id, "status", "NetStream.Pause.Notify", f"Paused {self.name}.", details=self.name)
+        else:
+            self.paused = False
+            status(self.stream_id, "status", "NetStream.Unpause.Notify", f"Unpaused {self.name}.", details=self.name)
+            self.rewind_to_live()
+
+    def seek(self) -> None:
+        """A live stream cannot seek: acknowledge and resume from the latest keyframe."""
+        status = self.session.status
+        status(self.stream_id, "status", "NetStream.Seek.Notify", f"Seeking {self.name} (live: resuming at a keyframe).", details=self.name)
+        status(self.stream_id, "status", "NetStream.Play.Start", f"Started playing {self.name}.", details=self.name)
+        self.rewind_to_live()
+
+    def set_receive_audio(self, flag: bool) -> None:
+        self.receive_audio = flag
+
+    def set_receive_video(self, flag: bool) -> None:
+        if flag and not self.receive_video:
+            self.need_key = True  # video comes back at a keyframe
+        self.receive_video = flag
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The NetStream ends: leave the stream and hand our counters to the session's totals."""
+        self.detach()
+        self.session.stats.add_player_counts(self.dropped, self.resyncs)
+        self.dropped = self.resyncs = 0
+
+    def describe(self, now: float) -> dict:
+        """This player's connection as monitoring shows it, with this stream's own drops and position."""
+        return {**self.session.describe(now), "dropped": self.dropped, "timestamp": self.last_ts}
