@@ -49,6 +49,10 @@ __all__ = [
     "Pending",
     "close_stream",
     "load_handler",
+    "server_metrics",
+    "sample",
+    "stream_fields",
+    "client_fields",
 ]
 
 
@@ -290,3 +294,29 @@ def load_handler(name: str, settings: Mapping[str, str] | None = None, *, app: s
     chains = build_chains(config, hub if hub is not None else Hub(), clock if clock is not None else MemoryReactorClock(),
                           reactor=reactor, metrics=metrics if metrics is not None else ServerMetrics())
     return dict(chains[app].handlers)[name]
+
+
+# -- the metrics hook ---------------------------------------------------------------------------
+
+
+def server_metrics() -> Any:
+    """A fresh ``IServerMetrics`` (what ``HandlerContext.metrics`` is), to pass to ``load_handler``."""
+    from rtmpserver.metrics import ServerMetrics
+
+    return ServerMetrics()
+
+
+def sample(metrics: Any, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+    """The value of one sample in the server's registry (``name`` as exposed, e.g. with
+    ``_total``), or None when there is no such sample."""
+    return metrics.registry.get_sample_value(name, dict(labels or {}))
+
+
+def stream_fields(metrics: Any, app: str, name: str) -> dict:
+    """The fields handlers add to stream ``app/name`` in /api (its ``extra`` object)."""
+    return metrics.stream_extra(app, name)
+
+
+def client_fields(metrics: Any, app: str | None, client_id: int) -> dict:
+    """The fields handlers add to a client in /api (its ``extra`` object)."""
+    return metrics.client_extra(app, client_id)

@@ -14,7 +14,13 @@ from rtmpserver import testing
 from rtmpserver.errors import ConfigError, Rejected
 from rtmpserver.interfaces import IAppHandler, IServerMetrics
 from rtmpserver.metrics import ServerMetrics
-from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
+from rtmpserver.requests import (
+    ConnectRequest,
+    PlayRequest,
+    PublishRequest,
+    SessionView,
+    StreamClosed,
+)
 
 
 @implementer(IAppHandler)
