@@ -86,11 +86,11 @@ def test_third_party_plugin_is_discovered_configured_and_called(third_party):
     chain = chains["live"]
     assert [n for n, _ in chain.handlers] == ["gate", "live"]
     mod = sys.modules["rtmpserver.plugins.acme_gate"]
-    from rtmpserver.requests import PublishRequest
+    from rtmpserver import testing
 
     ok, no = [], []
-    chain.run("publish", PublishRequest("live", "cam", "live", {"word": "sesame"}, None), lambda r: "went live").addBoth(ok.append)
-    chain.run("publish", PublishRequest("live", "cam", "live", {}, None), lambda r: "went live").addBoth(no.append)
+    chain.run("publish", testing.publish_request("cam", args={"word": "sesame"}), lambda r: "went live").addBoth(ok.append)
+    chain.run("publish", testing.publish_request("cam"), lambda r: "went live").addBoth(no.append)
     assert ok == ["went live"]
     assert no[0].value.code == "NetStream.Publish.Denied"
     assert mod.CALLS == [("publish", "cam"), ("publish", "cam")]

@@ -168,3 +168,11 @@ def test_annotations_are_scoped_to_the_app():
     metrics.annotate_snapshot(snap)
     assert snap["apps"]["live"][0]["extra"] == {"n": "a"}
     assert "extra" not in snap["apps"]["other"][0]
+
+
+def test_server_metrics_provides_the_interface():
+    from zope.interface.verify import verifyObject
+
+    from rtmpserver.interfaces import IServerMetrics
+
+    assert verifyObject(IServerMetrics, ServerMetrics())
