@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv system-deps bench bench-load clean
+.PHONY: run test test-example venv system-deps bench bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ system-deps:
 	# Chromium, node/npm and the hls.js/mpegts.js test players for tests/e2e/test_browser.py
 	sh tests/e2e/browser/setup.sh
 
-test: venv system-deps
+test: venv system-deps test-example
 	$(PY) -m pytest -q
+
+# The third-party example plugin (examples/rtmpserver-denylist) installed, like a user would, next to
+# a non-editable rtmpserver in a throwaway venv, and its own tests run there.
+EXAMPLE_VENV := build/example-venv
+test-example:
+	rm -rf $(EXAMPLE_VENV)
+	$(PYTHON) -m venv $(EXAMPLE_VENV)
+	$(EXAMPLE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EXAMPLE_VENV)/bin/python -m pip install -q . './examples/rtmpserver-denylist[test]'
+	cd build && example-venv/bin/python -m pytest -q -p no:cacheprovider ../examples/rtmpserver-denylist/tests
+	rm -rf $(EXAMPLE_VENV)
 
 run: venv
 	$(VENV)/bin/twistd -n rtmp --config etc/server.ini

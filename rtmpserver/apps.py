@@ -3,15 +3,18 @@
 Handler factories are Twisted plugins (``getPlugins(IAppHandlerFactory, rtmpserver.plugins)``),
 each checked with ``verifyObject`` when it loads.  A handler named in config that is missing or
 broken stops startup with a ConfigError: a server must never run with part of its policy (say,
-auth) silently absent.
+auth) silently absent.  ``getPlugins`` only logs a plugin module that fails to import, so
+``discover`` imports those modules itself to say which one failed and why.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping
 
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
+from twisted.plugin import getCache, getPlugins
+from twisted.python.modules import getModule
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -21,16 +24,54 @@ from rtmpserver.errors import ConfigError
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
 from rtmpserver.requests import HandlerContext
 
-__all__ = ["discover", "build_chains"]
+__all__ = ["discover", "build_chains", "Discovered"]
 
 _log = Logger()
 
 
-def discover() -> dict[str, Any]:
+class Discovered(dict):
+    """Handler factories by name (an Exception for a broken one), plus ``import_errors``:
+    ``{module name: "ExceptionType: message"}`` for plugin modules that failed to import."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.import_errors: dict[str, str] = {}
+
+
+def _summary(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _import_failures(package: Any) -> dict[str, str]:
+    """Plugin modules that twisted.plugin could not import, after ``getPlugins`` ran.
+
+    A module that fails on first sight has no entry in the plugin cache; one cached earlier that
+    fails now (a dependency removed since) has handler factories in the cache but is not imported.
+    """
+    cached = getCache(package)
+    failed: dict[str, str] = {}
+    for module in getModule(package.__name__).iterModules():
+        key = module.name.rsplit(".", 1)[-1]
+        if key in cached:
+            provides = any(IAppHandlerFactory in p.provided for p in cached[key].plugins)
+            if not provides or module.name in sys.modules:
+                continue
+        try:
+            module.load()
+        except BaseException as e:  # noqa: B036 - a plugin may raise anything at import, SystemExit too
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failed[module.name] = _summary(e)
+            _log.failure("handler plugin module {module} failed to import", module=module.name)
+    return failed
+
+
+def discover() -> Discovered:
     """Every handler factory on the plugin path, by name. Broken plugins are reported, not hidden."""
     import rtmpserver.plugins
 
-    found: dict[str, Any] = {}
+    found = Discovered()
     for f in getPlugins(IAppHandlerFactory, rtmpserver.plugins):
         name = getattr(f, "name", None)
         try:
@@ -43,13 +84,22 @@ def discover() -> dict[str, Any]:
             _log.warn("two handler plugins named {name!r}; using the first ({first!r})", name=name, first=found[name])
             continue
         found[name] = f
+    found.import_errors = _import_failures(rtmpserver.plugins)
     return found
 
 
-def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None, factories: Mapping[str, Any] | None = None) -> dict[str, Chain]:
-    """A Chain per application, in config order; ``live`` is always last (added when absent)."""
+def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None, factories: Mapping[str, Any] | None = None,
+                 metrics: Any = None) -> dict[str, Chain]:
+    """A Chain per application, in config order; ``live`` is always last (added when absent).
+
+    ``metrics`` is the server's ``IServerMetrics`` given to every handler (a new one when None).
+    """
     if factories is None:
         factories = discover()
+    if metrics is None:
+        from rtmpserver.metrics import ServerMetrics
+
+        metrics = ServerMetrics()
     chains: dict[str, Chain] = {}
     for app in config.apps.values():
         names = list(app.handlers)
@@ -58,13 +108,15 @@ def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None
             raise ConfigError(f"{where}: 'live' must be the last handler (it is where the chain ends)")
         if "live" not in names:
             names.append("live")
-        context = HandlerContext(app=app, server=config, hub=hub, clock=clock, reactor=reactor)
+        context = HandlerContext(app=app, server=config, hub=hub, clock=clock, reactor=reactor, metrics=metrics)
         built = []
         for name in names:
             f = factories.get(name)
             if f is None:
                 known = ", ".join(sorted(k for k, v in factories.items() if not isinstance(v, Exception)))
-                raise ConfigError(f"{where}: no handler named {name!r} is installed (installed: {known})")
+                failed = factories.import_errors if isinstance(factories, Discovered) else {}
+                why = "".join(f"; plugin module {m} failed to import: {e}" for m, e in sorted(failed.items()))
+                raise ConfigError(f"{where}: no handler named {name!r} is installed (installed: {known}){why}")
             if isinstance(f, Exception):
                 raise ConfigError(f"{where}: handler {name!r} is broken: {f}")
             settings = app.handler_settings.get(name, {})

@@ -122,3 +122,38 @@ class IMonitoredClient(Interface):
         ``timestamp`` (the last timestamp sent to a player; 0 for a publisher) and a player's
         ``dropped`` counts that stream alone.
         """
+
+
+class IServerMetrics(Interface):
+    """What handlers get as ``HandlerContext.metrics``: a way to show what they count.
+
+    There is one per server, shared by every application's handlers and by every ``[http:NAME]``
+    site: collectors registered here appear on every site's ``/metrics`` next to the server's own
+    ``rtmp_*`` families, and annotations appear as an ``extra`` object in ``/api/v1/streams`` and
+    ``/api/v1/clients`` entries (and as ``<extra>`` in ``/stat``).  Annotation callables run at
+    request time on the reactor thread: they must be quick and must not block; one that raises
+    is logged and skipped.  Never put secrets (keys, tokens, passwords) in metrics or annotations.
+    """
+
+    registry = Attribute("the server's own ``prometheus_client.CollectorRegistry``")
+
+    def register(collector):
+        """Add a prometheus_client collector (a ``Counter``, ``Gauge``... made with
+        ``registry=None``, or any object with ``collect()``) to the server's registry and return
+        it.  Registering the same object again is a no-op; a metric name already registered by
+        another collector, or one starting with ``rtmp_`` (the server's own), raises ValueError.
+        """
+
+    def shared(owner, make):
+        """The collector ``make()`` built for ``owner`` (any object, e.g. your handler factory)
+        in this server, built and registered on first use.  ``build()`` runs once per
+        application; this gives all of a server's applications one collector."""
+
+    def annotate_stream(annotate, app=None):
+        """``annotate(app, name) -> dict`` adds fields to each stream's ``extra`` object
+        (only streams of ``app`` when given)."""
+
+    def annotate_client(annotate, app=None):
+        """``annotate(app, client_id) -> dict`` adds fields to each client's ``extra`` object
+        (``client_id`` is the ``SessionView.id`` of RTMP clients; only clients of ``app`` when
+        given)."""

@@ -240,13 +240,18 @@ class RTMPServerFactory(protocol.Factory):
         self.config = config
         self.clock = clock
         self.hub = Hub()
+        from rtmpserver.metrics import ServerMetrics
+
+        # The handlers' metrics and /api annotations: one per server, read by every HTTP site.
+        self.metrics = ServerMetrics()
         if chains is None:
             from twisted.internet.interfaces import IReactorTCP
 
             from rtmpserver.apps import build_chains
 
             # The clock is the reactor in production; handlers that make network calls need it.
-            chains = build_chains(config, self.hub, clock, reactor=clock if IReactorTCP.providedBy(clock) else None)
+            chains = build_chains(config, self.hub, clock, reactor=clock if IReactorTCP.providedBy(clock) else None,
+                                  metrics=self.metrics)
         self.chains = chains
         self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()

@@ -92,6 +92,9 @@ class StreamClosed:
     app: str
     name: str
     role: str  # "publisher" or "player"
+    # "closeStream" or "deleteStream" (the client's command), "connection lost", "redirect" (the
+    # control API moved it), "play again" (a player's second play on one NetStream), or
+    # "taken over by a new publisher" (publisher_clash = evict).
     reason: str
     session: SessionView = field(compare=False, repr=False)
 
@@ -105,3 +108,19 @@ class HandlerContext:
     hub: Any  # rtmpserver.hub.Hub
     clock: Any  # IReactorTime
     reactor: Any = None  # the reactor, for handlers that make network calls (notify)
+    # The server's IServerMetrics: Prometheus collectors and /api annotations (docs/plugins.md).
+    metrics: Any = field(default_factory=lambda: _server_metrics())
+
+    def annotate_stream(self, annotate) -> None:
+        """``annotate(app, name) -> dict``: fields for this application's streams in /api and /stat."""
+        self.metrics.annotate_stream(annotate, app=self.app.name)
+
+    def annotate_client(self, annotate) -> None:
+        """``annotate(app, client_id) -> dict``: fields for this application's clients in /api."""
+        self.metrics.annotate_client(annotate, app=self.app.name)
+
+
+def _server_metrics():
+    from rtmpserver.metrics import ServerMetrics
+
+    return ServerMetrics()

@@ -1,10 +1,15 @@
 """``twistd rtmp --config FILE``: the command line in front of rtmpserver.service.
 
-The config is loaded while options are parsed, so a ConfigError becomes a UsageError: twistd prints
-its one line and exits 1 before daemonizing or opening any port.
+The config is loaded while options are parsed, so a bad config stops start-up before twistd
+daemonizes or opens any port.  Run as a subcommand (``twistd rtmp``, the ``rtmpserver`` command)
+the error is printed as its one line on stderr and the process exits 1: twistd's handling of a
+UsageError would print its whole usage text first and bury the line that matters.  Parsed on
+their own (``Options().parseOptions(...)``) the options raise UsageError as usual.
 """
 
 from __future__ import annotations
+
+import sys
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -24,6 +29,7 @@ class Options(usage.Options):
     ]
 
     server_config: _config.ServerConfig | None = None
+    parent = None  # set by twistd (usage.Options) when these are a subcommand's options
 
     factory = None
 
@@ -38,6 +44,10 @@ class Options(usage.Options):
 
             self.factory = RTMPServerFactory(self.server_config, reactor)
         except ConfigError as e:
+            if self.parent is not None:
+                sys.stderr.write(f"{e}\n")
+                sys.stderr.flush()
+                raise SystemExit(1) from None
             raise usage.UsageError(str(e)) from None
 
 

@@ -86,11 +86,11 @@ def test_third_party_plugin_is_discovered_configured_and_called(third_party):
     chain = chains["live"]
     assert [n for n, _ in chain.handlers] == ["gate", "live"]
     mod = sys.modules["rtmpserver.plugins.acme_gate"]
-    from rtmpserver.requests import PublishRequest
+    from rtmpserver import testing
 
     ok, no = [], []
-    chain.run("publish", PublishRequest("live", "cam", "live", {"word": "sesame"}, None), lambda r: "went live").addBoth(ok.append)
-    chain.run("publish", PublishRequest("live", "cam", "live", {}, None), lambda r: "went live").addBoth(no.append)
+    chain.run("publish", testing.publish_request("cam", args={"word": "sesame"}), lambda r: "went live").addBoth(ok.append)
+    chain.run("publish", testing.publish_request("cam"), lambda r: "went live").addBoth(no.append)
     assert ok == ["went live"]
     assert no[0].value.code == "NetStream.Publish.Denied"
     assert mod.CALLS == [("publish", "cam"), ("publish", "cam")]
@@ -171,3 +171,48 @@ def test_record_done_reaches_notify_in_the_same_app(tmp_path):
     )
     handlers = dict(chains["live"].handlers)
     assert handlers["notify"].recording_done in handlers["record"].on_record_done
+
+
+def test_plugin_module_that_fails_to_import_is_named_with_its_error(tmp_path, monkeypatch):
+    """getPlugins only logs such a module; the config error must say which one failed and why."""
+    plugdir = tmp_path / "site" / "rtmpserver" / "plugins"
+    plugdir.mkdir(parents=True)
+    (plugdir / "acme_needs_dep.py").write_text(
+        "import acme_dependency_that_is_not_installed  # noqa: F401\n"
+        "from twisted.plugin import IPlugin\n"
+        "needs = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    saved = list(rtmpserver.plugins.__path__)
+    importlib.reload(rtmpserver.plugins)
+    errors = []
+    from twisted.logger import globalLogPublisher
+
+    def observe(event):
+        if event.get("log_failure") is not None and "acme_needs_dep" in str(event.get("module", "")):
+            errors.append(event["log_failure"].getTraceback())
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        found = apps.discover()
+        assert found.import_errors == {
+            "rtmpserver.plugins.acme_needs_dep": "ModuleNotFoundError: No module named 'acme_dependency_that_is_not_installed'"
+        }
+        with pytest.raises(ConfigError) as info:
+            apps.build_chains(cfg("handlers = needs"), Hub(), Clock())
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith("x.ini: [app:live] handlers: no handler named 'needs' is installed (installed: ")
+        assert message.endswith(
+            "; plugin module rtmpserver.plugins.acme_needs_dep failed to import: "
+            "ModuleNotFoundError: No module named 'acme_dependency_that_is_not_installed'"
+        )
+        assert errors and "acme_needs_dep.py" in errors[0]  # the traceback is in the log
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        rtmpserver.plugins.__path__[:] = saved
+        sys.modules.pop("rtmpserver.plugins.acme_needs_dep", None)
+
+
+def test_no_import_errors_when_every_plugin_loads():
+    assert apps.discover().import_errors == {}

@@ -90,9 +90,21 @@ def test_twistd_exits_1_with_the_message_on_a_bad_config(tmp_path):
     path.write_text(GOOD + "handler = live\n")
     result = _twistd("-n", "rtmp", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 1
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.endswith(f"{path}: [app:live] handler: unknown key (did you mean 'handlers'?)")
+    # One line on stderr, and not twistd's usage text before it.
+    assert result.stderr.splitlines() == [f"{path}: [app:live] handler: unknown key (did you mean 'handlers'?)"]
+    assert "Usage:" not in result.stdout + result.stderr
     assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_as_a_subcommand_a_bad_config_prints_one_line_and_exits_1(tmp_path, capsys):
+    path = tmp_path / "s.ini"
+    path.write_text(GOOD + "[limits]\nidle_timeout = abc\n")
+    options = tap.Options()
+    options.parent = usage.Options()
+    with pytest.raises(SystemExit) as info:
+        options.parseOptions(["--config", str(path)])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == f"{path}: [limits] idle_timeout: expected a number of seconds > 0, got 'abc'\n"
 
 
 def test_twistd_lists_the_rtmp_command(tmp_path):

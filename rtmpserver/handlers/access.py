@@ -144,8 +144,9 @@ class AccessHandler:
 
     _log = Logger()
 
-    def __init__(self, app: str, rules: list[Rule], default_allow: bool) -> None:
+    def __init__(self, app: str, rules: list[Rule], default_allow: bool, refusals: Any = None) -> None:
         self.app = app
+        self.refusals = refusals  # prometheus Counter (app, action), shared by the server's apps
         self.default_allow = default_allow
         self.rules = {a: [r for r in rules if r.action == a] for a in ACTIONS}
         # Connect is opt-in: see the module docstring.
@@ -169,6 +170,8 @@ class AccessHandler:
             peer=session.peer, action=action, what=what,
             reason=f"rule {rule.text!r}" if rule else "default (deny)",
         )
+        if self.refusals is not None:
+            self.refusals.labels(app=self.app, action=action).inc()
         raise Rejected(_CODES[action], f"{_VERBS[action]} from {session.host} is not allowed.")
 
     def connect(self, request: Any, proceed: Any) -> Any:
@@ -212,7 +215,15 @@ class AccessFactory:
         default = settings.get("default", "allow")
         if default not in ("allow", "deny"):
             raise ConfigError(f"{where}.default: expected allow or deny, got {_show(default)}")
-        return AccessHandler(context.app.name, rules, default == "allow")
+        # The metrics hook (IServerMetrics): one counter per server, labelled by application.
+        refusals = context.metrics.shared(self, _refusals_counter)
+        return AccessHandler(context.app.name, rules, default == "allow", refusals)
+
+
+def _refusals_counter() -> Any:
+    from prometheus_client import Counter
+
+    return Counter("access_refusals", "Requests refused by the access handler", ["app", "action"], registry=None)
 
 
 factory = AccessFactory()

@@ -395,6 +395,11 @@ class NotifyHandler:
         self.max_name = getattr(limits, "max_stream_name_length", 256)
         self.caller = caller or HTTPCaller(context.clock, settings.timeout, settings.method, lambda: _reactor(context))
         self._pending: set[defer.Deferred] = set()  # done calls in flight
+        # The metrics hook (IServerMetrics): one counter per server, labelled by application.
+        self.calls = context.metrics.shared(NotifyHandler, _calls_counter)
+
+    def _count(self, call: str, result: str) -> None:
+        self.calls.labels(app=self.app, call=call, result=result).inc()
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -532,11 +537,13 @@ class NotifyHandler:
             reply = await self.caller.call(url, form)
         except Exception as e:
             reason = "timed out" if isinstance(e, (defer.TimeoutError, _ConnectTimeout)) else _describe(e)
+            self._count(f"on_{hook}", "failed")
             self._log.warn(
                 "notify {hook}: {addr} {what}: {url} {reason}; refusing",
                 hook=hook, addr=session.peer, what=what, url=url, reason=reason,
             )
             raise Rejected(code, "Notify callback unavailable.") from None
+        self._count(f"on_{hook}", "ok" if reply.code // 100 in (2, 3) else "refused")
         if reply.code // 100 in (2, 3):
             self._log.info(
                 "notify {hook}: {addr} {what}: HTTP {status} from {url}",
@@ -616,12 +623,14 @@ class NotifyHandler:
         self._pending.add(d)
 
         def answered(reply: Reply) -> None:
+            self._count(setting, "ok" if reply.code // 100 == 2 else "refused")
             if reply.code // 100 == 2:
                 self._log.debug("notify {setting}: {what}: HTTP {status}", setting=setting, what=what, status=reply.code)
             else:
                 self._log.info("notify {setting}: {what}: HTTP {status} from {url} (ignored)", setting=setting, what=what, status=reply.code, url=url)
 
         def failed(f: Failure) -> None:
+            self._count(setting, "failed")
             reason = "timed out" if f.check(defer.TimeoutError, _ConnectTimeout) else _describe(f.value)
             self._log.warn("notify {setting}: {what}: {url} {reason}", setting=setting, what=what, url=url, reason=reason)
 
@@ -667,6 +676,13 @@ def _reactor(context: Any):
     from twisted.internet import reactor
 
     return reactor
+
+
+def _calls_counter() -> Any:
+    from prometheus_client import Counter
+
+    return Counter("notify_calls", "Notify callbacks made, by setting and result (ok: 2xx/3xx, refused: other "
+                   "status, failed: no answer)", ["app", "call", "result"], registry=None)
 
 
 @implementer(IPlugin, IAppHandlerFactory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from xml.sax.saxutils import escape
 
 from rtmpserver.codec import amf0
@@ -119,6 +120,9 @@ def snapshot(factory, flv_clients=()) -> dict:
     }
 
 
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
 def _el(name: str, value) -> str:
     if isinstance(value, float):
         value = int(value) if value.is_integer() else round(value, 3)
@@ -185,6 +189,8 @@ def stat_xml(snap: dict) -> bytes:
                 out.append("<publishing/>")
             if st["active"]:
                 out.append("<active/>")
+            if st.get("extra"):  # handlers' fields (IServerMetrics.annotate_stream); XML-name keys only
+                out.append("<extra>" + "".join(_el(k, v) for k, v in st["extra"].items() if _XML_NAME.fullmatch(k)) + "</extra>")
             out.append("</stream>")
         out.append(_el("nclients", nclients) + "</live></application>")
     out.append("</server></rtmp>\n")
@@ -199,6 +205,7 @@ def streams_json(snap: dict) -> dict:
                 "app": st["app"], "name": st["name"], "active": st["active"], "uptime": st["time"],
                 "bytes_in": st["bytes_in"], "bw_in": st["bw_in"] * 8, "bytes_out": st["bytes_out"],
                 "publisher": st["publisher"], "players": len(st["players"]), "meta": st["meta"],
+                **({"extra": st["extra"]} if "extra" in st else {}),
             })
     return {"streams": streams}
 

@@ -125,7 +125,9 @@ class RootResource(Resource):
         return self._reply(request, 200, body, ctype)
 
     def _snap(self) -> dict:
-        return monitor.snapshot(self.factory, self.flv_clients)
+        snap = monitor.snapshot(self.factory, self.flv_clients)
+        self.factory.metrics.annotate_snapshot(snap)  # handlers' fields (IServerMetrics)
+        return snap
 
     def _metrics(self):
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -133,6 +135,8 @@ class RootResource(Resource):
         if self._metrics_registry is None:
             self._metrics_registry = CollectorRegistry(auto_describe=False)
             self._metrics_registry.register(monitor.MetricsCollector(self.factory, self.flv_clients))
+            # Handlers' collectors live in the server's one registry, shared by every site.
+            self._metrics_registry.register(self.factory.metrics)
         return generate_latest(self._metrics_registry), CONTENT_TYPE_LATEST.encode()
 
 

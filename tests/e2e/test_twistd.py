@@ -106,3 +106,15 @@ def test_relative_cert_paths_resolve_against_config_directory(e2e):
     with socket.create_connection(("127.0.0.1", srv.ssl_port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost"):
             pass
+
+
+def test_bad_config_is_one_line_on_stderr_without_usage_text(tmp_path):
+    port = helpers.free_port()
+    sections = _bad_config_sections(port)
+    sections["limits"] = {"idle_timeout": "abc"}
+    cfg = tmp_path / "bad.ini"
+    cfg.write_text(helpers.render_config(sections))
+    r = _twistd(["-n", "rtmp", "--config", str(cfg)], tmp_path, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [f"{cfg}: [limits] idle_timeout: expected a number of seconds > 0, got 'abc'"], r.stderr
+    assert "Usage:" not in r.stdout + r.stderr and "--config" not in r.stdout

@@ -747,3 +747,13 @@ def test_real_http_through_the_chain():
     loop.pump()
     assert [r[1] for r in loop.backend.requests] == [b"/p", b"/pd"]
     assert loop.backend.requests[1][2]["call"] == ["publish_done"] and loop.backend.requests[1][2]["name"] == ["key"]
+
+
+def test_calls_are_counted_through_the_metrics_hook():
+    """notify_calls_total{app, call, result} in the server's registry (IServerMetrics)."""
+    h, agent, _ = make(auto=[FakeResponse(200), FakeResponse(403), ConnectionRefusedError()])
+    for _ in range(3):
+        run(h.publish(publish_request(), Proceed("LIVE")))
+    registry = h.context.metrics.registry
+    for result in ("ok", "refused", "failed"):
+        assert registry.get_sample_value("notify_calls_total", {"app": "live", "call": "on_publish", "result": result}) == 1
