@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer

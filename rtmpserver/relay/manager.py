@@ -20,7 +20,7 @@ logged once; repeated failures with the same error are not logged again until so
 from __future__ import annotations
 
 import random as _random
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
