@@ -467,6 +467,8 @@ class RelayProtocol(protocol.Protocol):
 class RelayClientFactory(protocol.Factory):
     """Builds the one protocol of one connection attempt, with a session made by ``make_session``."""
 
+    noisy = False  # the Relay logs its own state changes
+
     def __init__(self, make_session: Callable[[], RelaySession], owner=None) -> None:
         self.make_session = make_session
         self.owner = owner

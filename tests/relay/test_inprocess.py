@@ -154,11 +154,11 @@ def test_push_waits_for_keyframe_and_drops_while_the_upstream_is_full():
     assert [e for e in rec.media() if e[2] != AVC_SEQ] == []
     # The upstream reports full: frames queue to the bound, then the queue goes and we wait for a key.
     push.protocol.pauseProducing()
-    for kind, ts, payload in video[:20]:
+    for _kind, ts, payload in video[:20]:
         src.video(ts, payload)
     assert sink.resyncs == 1 and sink.dropped > 0
     push.protocol.resumeProducing()
-    for kind, ts, payload in video[20:]:
+    for _kind, ts, payload in video[20:]:
         src.video(ts, payload)
     ep.flush()
     got = [(e[1], e[2]) for e in rec.media() if e[2] != AVC_SEQ]
