@@ -136,8 +136,12 @@ class Relay:
         d, self._connecting = self._connecting, None
         if d is not None:
             d.cancel()
-        p = self.protocol
+        p, self.protocol = self.protocol, None
         if p is not None:
+            # Its connection_lost comes later and only adds its byte counts: a start() in between
+            # must not see this connection's end as its own failure.
+            if self.state == PUBLISHING and self.feeder is not None:
+                self.feeder.relay_down("relay stopped")
             p.close("relay stopped")
         self._set_state(STOPPED)
 
@@ -315,12 +319,10 @@ class Relay:
             self.feeder.relay_writable()
 
     def connection_lost(self, p, reason: str) -> None:
-        if p is not self.protocol:
-            self._bytes_in += p.bytes_in
-            self._bytes_out += p.bytes_out
-            return
         self._bytes_in += p.bytes_in
         self._bytes_out += p.bytes_out
+        if p is not self.protocol:
+            return  # a connection we already let go of (stop())
         self.protocol = None
         self._cancel_timer()
         was_publishing = self.state == PUBLISHING
