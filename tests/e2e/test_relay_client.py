@@ -70,3 +70,80 @@ def test_pull_relay_over_rtmps(e2e):
     client2.wait_ok(timeout=25)
     check_media(out2, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client2))
     pub.wait_ok(timeout=20)
+
+
+
+class UnixToTcp:
+    """A one-connection forwarder from a Unix socket to the server's TCP port.
+
+    The server has no Unix listener yet; this lets the client's rtmp+unix:// path (the endpoint,
+    the tcUrl it sends) run over a real Unix socket today.
+    """
+
+    def __init__(self, path, port: int):
+        import socket
+        import threading
+
+        self.path = str(path)
+        self.port = port
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        self.listener.settimeout(20)
+        self.bytes = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        import threading
+
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    self.bytes += len(data)
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        back = threading.Thread(target=pipe, args=(upstream, conn), daemon=True)
+        back.start()
+        pipe(conn, upstream)
+        back.join(20)
+        conn.close()
+        upstream.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_pull_relay_over_a_unix_socket(e2e):
+    """rtmp+unix://: how relays between worker processes will connect."""
+    from urllib.parse import quote
+
+    srv = e2e.server(need_process=True)
+    pub = e2e.publish(srv.url("live/worker"), seconds=8)
+    time.sleep(1.0)
+    sock = e2e.workdir / "rtmp.sock"
+    forwarder = UnixToTcp(sock, srv.port)
+    try:
+        out = e2e.workdir / "unix.flv"
+        client = pull(e2e, f"rtmp+unix://{quote(str(sock), safe='')}/live/worker", out, seconds=2)
+        client.wait_ok(timeout=25)
+    finally:
+        forwarder.close()
+    assert forwarder.bytes > 100_000
+    check_media(out, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client))
+    pub.wait_ok(timeout=15)
