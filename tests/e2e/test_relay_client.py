@@ -147,3 +147,28 @@ def test_pull_relay_over_a_unix_socket(e2e):
     assert forwarder.bytes > 100_000
     check_media(out, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client))
     pub.wait_ok(timeout=15)
+
+
+def test_push_relay_publishes_to_the_server(e2e):
+    """The publish side over a real socket: our client pushes an FLV file, ffmpeg plays it from the server."""
+    src = e2e.workdir / "source.flv"
+    gen = ClientProcess(e2e._name("make-source"), [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+        "-t", "6", "-c:v", "libx264", "-preset", "ultrafast", "-g", str(FPS), "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-f", "flv", str(src),
+    ], e2e.workdir)  # fmt: skip
+    e2e.clients.append(gen)
+    gen.wait_ok(timeout=60)
+    srv = e2e.server(need_process=True)
+    cmd = ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, "-m", "rtmpserver.relay.tool", "push", str(src),
+           srv.url("live/pushed?key=abc"), "--timeout", "30"]  # fmt: skip
+    pusher = ClientProcess(e2e._name("relay-push"), cmd, e2e.workdir)
+    e2e.clients.append(pusher)
+    assert wait_until(lambda: "publishing" in pusher.stderr_text() or pusher.poll() is not None, timeout=15), pusher.describe()
+    player = e2e.play(srv.url("live/pushed"), seconds=3)
+    player.wait_ok(timeout=25)
+    pusher.wait_ok(timeout=30)
+    check_media(player.out_path, min_video_frames=3 * FPS - 9, max_video_frames=3 * FPS + 5, min_audio_frames=100,
+                context=e2e.context(pusher, player))  # fmt: skip
+    assert " 0 skipped" in pusher.stderr_text()
