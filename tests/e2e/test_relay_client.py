@@ -50,27 +50,26 @@ def test_pull_relay_retries_until_the_stream_is_published(e2e):
 
 def test_pull_relay_over_rtmps(e2e):
     srv = e2e.server(need_process=True)
-    pub = e2e.publish(srv.url("live/secret"), seconds=12)
+    pub = e2e.publish(srv.url("live/secret"), seconds=20)
     time.sleep(1.0)
     # Self-signed certificate: verification on (the default) refuses it ...
     refused = pull(e2e, srv.url("live/secret", tls=True), e2e.workdir / "refused.flv", seconds=1, timeout=4)
-    assert refused.wait(timeout=20) == 1, refused.describe()
-    err = refused.stderr_text()
-    assert "VerificationError" in err or "certificate verify failed" in err, refused.describe()
-    assert "0 media messages" in err
     # ... verify = no takes it ...
     out = e2e.workdir / "tls.flv"
     client = pull(e2e, srv.url("live/secret", tls=True), out, "--no-verify", seconds=2)
-    client.wait_ok(timeout=25)
-    check_media(out, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client))
     # ... and so does trusting that certificate, with the name it was issued for.
     out2 = e2e.workdir / "tls-ca.flv"
     url = f"rtmps://localhost:{srv.ssl_port}/live/secret"
     client2 = pull(e2e, url, out2, "--ca-file", str(e2e.workdir / "server.crt"), seconds=2)
+    assert refused.wait(timeout=20) == 1, refused.describe()
+    err = refused.stderr_text()
+    assert "VerificationError" in err or "certificate verify failed" in err, refused.describe()
+    assert "0 media messages" in err
+    client.wait_ok(timeout=25)
     client2.wait_ok(timeout=25)
+    check_media(out, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client))
     check_media(out2, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, client2))
-    pub.wait_ok(timeout=20)
-
+    pub.kill()  # 20 s is only a safety margin for a busy machine
 
 
 class UnixToTcp:
