@@ -168,3 +168,36 @@ def test_push_waits_for_keyframe_and_drops_while_the_upstream_is_full():
     assert got == [(ts - video[30][1], p) for _, ts, p in video[30:]]
     push.stop()
     pull.stop()
+
+
+def test_origin_unpublish_and_republish_stop_and_restart_the_local_stream():
+    clock, f, ep = setup()
+    up = Hub().get_or_create("live", "src")
+    up.start(LocalPublisher(), 0.0)
+    push = rm.Relay(parse_url("rtmp://origin/live/cam"), PUBLISH, clock=clock, endpoint_for=lambda u: ep)
+    up.add_sink(PushSink(up, push))
+    push.start()
+    ep.flush()
+    edge = Hub()
+    source = PullSource(edge, "live", "cam", clock)
+    pull = rm.Relay(parse_url("rtmp://origin/live/cam"), PLAY, clock=clock, endpoint_for=lambda u: ep, consumer=source)
+    source.attach(pull)
+    pull.start()
+    ep.flush()
+    assert edge.get("live", "cam").publisher is source
+    push.stop()  # the origin's publisher leaves
+    ep.flush()
+    assert pull.state == rm.PLAYING  # the play connection stays
+    assert edge.get("live", "cam") is None or not edge.get("live", "cam").active
+    push.start()  # and comes back: Play.PublishNotify
+    ep.flush()
+    live = edge.get("live", "cam")
+    assert live is not None and live.publisher is source and source.starts == 2
+    up.video(0, AVC_SEQ)
+    up.video(0, media(seconds=1)[0][2])
+    ep.flush()
+    assert live.video_header is not None and live.gop
+    pull.stop()
+    push.stop()
+    ep.flush()
+    assert not live.active
