@@ -157,3 +157,42 @@ class IServerMetrics(Interface):
         """``annotate(app, client_id) -> dict`` adds fields to each client's ``extra`` object
         (``client_id`` is the ``SessionView.id`` of RTMP clients; only clients of ``app`` when
         given)."""
+
+
+class IRelayConsumer(Interface):
+    """Where a relay that plays from another server delivers what it receives (``rtmpserver.relay``).
+
+    Timestamps are the origin's (32-bit, milliseconds); payloads are message bodies as they came.
+    Called synchronously from the relay connection's data path: be quick, never block.
+    """
+
+    def relay_started():
+        """The origin started sending the stream (NetStream.Play.Start or Play.PublishNotify)."""
+
+    def metadata(timestamp, payload):
+        """``onMetaData``: ``payload`` is its AMF0 body ("onMetaData", object), ``@setDataFrame`` removed."""
+
+    def data(timestamp, payload):
+        """Any other data message (onTextData, onCuePoint...): its AMF0 body."""
+
+    def video(timestamp, payload):
+        """One video message body."""
+
+    def audio(timestamp, payload):
+        """One audio message body."""
+
+    def relay_stopped(reason):
+        """The stream ended upstream (unpublished, connection lost, refused); may start again later."""
+
+
+class IRelayFeeder(Interface):
+    """What feeds a push relay (``rtmpserver.relay.manager.Relay`` in publish mode), e.g. a hub sink."""
+
+    def relay_ready():
+        """The upstream accepted the publish (NetStream.Publish.Start): send headers, start at a keyframe."""
+
+    def relay_writable():
+        """The upstream connection drained after reporting full: send what is queued."""
+
+    def relay_down(reason):
+        """The upstream connection is gone (a new one is being made while the relay is wanted)."""
