@@ -95,6 +95,8 @@ class HTTPConfig:
     token: str
     cors: str
     max_flv_clients: int
+    hls_viewer_timeout: float = 30.0
+    max_hls_viewers: int = 10000
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,8 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "token": (_token, ""),
     "cors": (_server_name, "*"),
     "max_flv_clients": (_int(0, 10_000_000), "1000"),
+    "hls_viewer_timeout": (_seconds(), "30"),
+    "max_hls_viewers": (_int(0, 10_000_000), "10000"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

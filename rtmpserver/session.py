@@ -22,7 +22,7 @@ from rtmpserver.config import AppConfig, ServerConfig
 from rtmpserver.errors import MessageError, Rejected
 from rtmpserver.hub import Frame, Hub, LiveStream
 from rtmpserver.interfaces import IPublisher
-from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed
+from rtmpserver.requests import ConnectRequest, PlayRequest, PublishRequest, SessionView, StreamClosed, client_ids
 from rtmpserver.sinks import LiveSink
 
 __all__ = ["Session", "Link", "PlayerStream", "PublisherStream", "WriteMerger"]
@@ -40,7 +40,7 @@ _FOURCC_CAN_FORWARD = 0x04
 _PENDING = object()
 # Commands a client may pipeline behind connect while the chain decides (bounded).
 _MAX_QUEUED_COMMANDS = 32
-_session_ids = iter(range(1, 1 << 62))
+_session_ids = client_ids  # shared with HTTP viewers
 
 
 class Link(Protocol):
@@ -173,8 +173,9 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, merger: WriteMerger | None = None) -> None:
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, merger: WriteMerger | None = None, protocol: str = "rtmp") -> None:
         self.link = link
+        self.protocol = protocol  # "rtmp" or "rtmps", for handlers (request.session.protocol)
         self.id = next(_session_ids)
         self.host = host
         self.chains = chains or {}

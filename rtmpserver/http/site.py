@@ -3,14 +3,16 @@
 | path | what |
 |---|---|
 | ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
-| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<token>/<stream>-<n>.ts`` | HLS (``hls = yes``, app with the hls handler) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
 | ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
 
 Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
-or ``?token=``); config refuses them on a non-loopback listener without one.
+or ``?token=``); config refuses them on a non-loopback listener without one.  HTTP-FLV and HLS
+viewers are decided by the application's handler chain like RTMP players
+(``rtmpserver.http.viewers``).  Only media responses carry the CORS header.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from twisted.web.resource import Resource
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
+from rtmpserver.http.viewers import HLSViewers
 
 __all__ = ["RootResource", "build_site"]
 
@@ -52,6 +55,8 @@ class RootResource(Resource):
         self.conf = http_config
         self.flv_clients: set = set()
         self.hls = hls_registry
+        self.hls_viewers = HLSViewers(factory, hls_registry, factory.clock, http_config.hls_viewer_timeout,
+                                      http_config.max_hls_viewers)
         self._metrics_registry = None
 
     # -- helpers ----------------------------------------------------------------------------
@@ -83,8 +88,11 @@ class RootResource(Resource):
     def render_HEAD(self, request):
         return self.render_GET(request)
 
-    def render_GET(self, request):
+    def _cors(self, request) -> None:
+        # Media only: the admin endpoints must not be readable by other origins' scripts.
         request.setHeader(b"access-control-allow-origin", self.conf.cors.encode())
+
+    def render_GET(self, request):
         path = [p for p in request.postpath]
         if path and path[-1] == b"":
             path = path[:-1]
@@ -104,17 +112,18 @@ class RootResource(Resource):
             request.postpath = path[1:]
             code, body = control_mod.control(request, self.factory)
             return self._reply(request, code, body)
-        if len(path) == 3 and path[0] == b"hls" and conf.hls and self.hls is not None:
-            app = _clean(path[1])
-            name = _clean(path[2])
-            if app is None or name is None:
+        if len(path) in (3, 4) and path[0] == b"hls" and conf.hls and self.hls is not None:
+            cleaned = [_clean(p) for p in path[1:]]
+            if None in cleaned:
                 return self._reply(request, 404, b"not found\n")
-            return self.hls.render(request, app, name)
+            self._cors(request)
+            return self.hls_viewers.render(request, cleaned[0], cleaned[1:])
         if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
             app = _clean(path[0])
             name = _clean(path[1][:-4])
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
+            self._cors(request)
             return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
         return self._reply(request, 404, b"not found\n")
 
@@ -128,7 +137,11 @@ class RootResource(Resource):
         return monitor.snapshot(self.factory, self.flv_clients)
 
     def _metrics(self):
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+        )
 
         if self._metrics_registry is None:
             self._metrics_registry = CollectorRegistry(auto_describe=False)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from rtmpserver import config as configmod
-from rtmpserver.codec import messages as m
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
-from tests.test_protocol import AAC_SEQ, AVC_SEQ, Peer, aac, inter, key, media, statuses
+from tests.test_protocol import AAC_SEQ, Peer, aac, inter, key, media, statuses
 
 TOKEN = "0123456789abcdef-token"
 
@@ -42,6 +40,9 @@ class Request(DummyRequest):
 
     def unregisterProducer(self):
         self.producer = None
+
+    def isSecure(self):
+        return False
 
 
 def get(root, path, args=None, headers=None):
