@@ -152,9 +152,15 @@ def _check_playlist(pl: Playlist, name: str) -> None:
         # RFC 8216 4.3.3.1: each EXTINF, rounded to an integer, <= TARGETDURATION; ours are never over.
         assert 0 < d <= pl.target, f"EXTINF {d} vs TARGETDURATION {pl.target}:\n{text}"
     # MEDIA-SEQUENCE is the number of the first listed segment, and the rest follow it (our URIs
-    # carry the number: <stream>-<n>.ts).
-    expected = [f"{name}-{pl.media_sequence + i}.ts" for i in range(len(pl.segments))]
+    # carry the number: <viewer token>/<stream>-<n>.ts, one token per playlist).
+    token = _token(pl)
+    expected = [f"{token}/{name}-{pl.media_sequence + i}.ts" for i in range(len(pl.segments))]
     assert [uri for _, uri in pl.segments] == expected, f"URIs do not follow MEDIA-SEQUENCE:\n{text}"
+
+
+def _token(pl: Playlist) -> str:
+    """The viewer token a playlist put in its segment URIs (segments need it: 403 without)."""
+    return pl.segments[0][1].split("/")[0]
 
 
 def _check_durations(pl: Playlist) -> None:
@@ -176,8 +182,10 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
     name = "hlscam"
     m3u8 = srv.http_url(f"hls/live/{name}.m3u8")
 
+    token = [""]  # the viewer token of the latest playlist
+
     def seg_url(n: int) -> str:
-        return srv.http_url(f"hls/live/{name}-{n}.ts")
+        return srv.http_url(f"hls/live/{token[0]}/{name}-{n}.ts")
 
     assert _get(m3u8)[0] == 404, "a playlist for a stream nobody publishes"
     pub = e2e.publish(srv.url(f"live/{name}"), seconds=HLS_PUBLISH_SECONDS, size=SIZE_ARG)
@@ -203,6 +211,10 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
             assert headers.get("access-control-allow-origin") == "*", headers
             pl = _parse_playlist(body.decode())
             _check_playlist(pl, name)
+            token[0] = _token(pl)
+            if not segments:
+                # A guessed segment URL (no viewer token of a playlist decision) is refused.
+                assert _get(srv.http_url(f"hls/live/{name}-{pl.media_sequence}.ts"))[0] == 403
             if pl.endlist:
                 break  # the publisher has just finished; judged below
             _check_durations(pl)
@@ -253,6 +265,7 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
     assert wait_until(has_endlist, timeout=10, interval=0.2), f"no EXT-X-ENDLIST after unpublish: {ended and ended[0].text}"
     final = ended[0]
     _check_playlist(final, name)
+    token[0] = _token(final)
     _check_durations(final)
     for i, (d, _) in enumerate(final.segments):
         seq = final.media_sequence + i
