@@ -10,7 +10,8 @@
 | ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
 
 Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
-or ``?token=``); config refuses them on a non-loopback listener without one.  HTTP-FLV and HLS
+or ``?token=``); config refuses them on a non-loopback listener without one, and control without
+one anywhere.  On a loopback address they also need a loopback ``Host`` header (DNS rebinding).  HTTP-FLV and HLS
 viewers are decided by the application's handler chain like RTMP players
 (``rtmpserver.http.viewers``).  Only media responses carry the CORS header.
 """
@@ -18,18 +19,60 @@ viewers are decided by the application's handler chain like RTMP players
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import re
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
+from zope.interface import provider
 
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
 from rtmpserver.http.viewers import HLSViewers
 
-__all__ = ["RootResource", "build_site"]
+__all__ = ["RootResource", "build_site", "access_log_line", "loopback_host_ok"]
+
+# A Host header naming the loopback address: what a local tool sends.  A browser page that
+# reaches a loopback listener through DNS rebinding sends its own (attacker's) host name instead.
+_LOOPBACK_HOST = re.compile(rb"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
+
+
+def loopback_host_ok(request) -> bool:
+    """False when a request that arrived on a loopback address names another host (DNS rebinding)."""
+    local = request.getHost()
+    if not isinstance(local, (IPv4Address, IPv6Address)):
+        return True
+    try:
+        if not ipaddress.ip_address(local.host.split("%", 1)[0]).is_loopback:
+            return True
+    except ValueError:
+        return True
+    host = request.getHeader(b"host")
+    return host is None or _LOOPBACK_HOST.fullmatch(host.strip()) is not None
+
+
+def _escape(value: bytes) -> str:
+    return value.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+@provider(IAccessLogFormatter)
+def access_log_line(timestamp, request) -> str:
+    """The combined log format without query strings: they carry keys, signatures and tokens."""
+    addr = request.getClientAddress()
+    ip = addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "-"
+    uri = request.uri.split(b"?", 1)[0]
+    referrer = (request.getHeader(b"referer") or b"-").split(b"?", 1)[0]
+    agent = request.getHeader(b"user-agent") or b"-"
+    return (
+        f'"{_escape(ip.encode())}" - - {timestamp} "{_escape(request.method)} {_escape(uri)} '
+        f'{_escape(request.clientproto)}" {request.code} {request.sentLength or "-"} '
+        f'"{_escape(referrer)}" "{_escape(agent)}"'
+    )
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.~@+=")
 
@@ -88,6 +131,24 @@ class RootResource(Resource):
     def render_HEAD(self, request):
         return self.render_GET(request)
 
+    def render_POST(self, request):
+        # Only /control takes POST (nginx-rtmp's control answers both); its parameters are in
+        # the query string, a body is not read.
+        path = [p for p in request.postpath if p]
+        if path and path[0] == b"control" and self.conf.control:
+            return self._control(request, path)
+        request.setHeader(b"allow", b"GET, HEAD")
+        return self._reply(request, 405, b"method not allowed\n")
+
+    def _control(self, request, path):
+        if not loopback_host_ok(request):
+            return self._reply(request, 403, b"Host must name the loopback address on this listener\n")
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        request.postpath = path[1:]
+        code, body = control_mod.control(request, self.factory)
+        return self._reply(request, code, body)
+
     def _cors(self, request) -> None:
         # Media only: the admin endpoints must not be readable by other origins' scripts.
         request.setHeader(b"access-control-allow-origin", self.conf.cors.encode())
@@ -107,11 +168,7 @@ class RootResource(Resource):
         if path == [b"metrics"] and conf.metrics:
             return self._admin(request, self._metrics)
         if path and path[0] == b"control" and conf.control:
-            if not self._authorized(request):
-                return self._unauthorized(request)
-            request.postpath = path[1:]
-            code, body = control_mod.control(request, self.factory)
-            return self._reply(request, code, body)
+            return self._control(request, path)
         if len(path) in (3, 4) and path[0] == b"hls" and conf.hls and self.hls is not None:
             cleaned = [_clean(p) for p in path[1:]]
             if None in cleaned:
@@ -128,6 +185,8 @@ class RootResource(Resource):
         return self._reply(request, 404, b"not found\n")
 
     def _admin(self, request, produce):
+        if not loopback_host_ok(request):
+            return self._reply(request, 403, b"Host must name the loopback address on this listener\n")
         if not self._authorized(request):
             return self._unauthorized(request)
         body, ctype = produce()
@@ -151,6 +210,6 @@ class RootResource(Resource):
 
 def build_site(factory, http_config, hls_registry=None) -> server.Site:
     root = RootResource(factory, http_config, hls_registry)
-    site = server.Site(root)
+    site = server.Site(root, logFormatter=access_log_line)
     site.displayTracebacks = False
     return site

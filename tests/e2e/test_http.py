@@ -356,6 +356,7 @@ def test_http_flv_stat_metrics_and_api_with_three_clients(e2e):
 
         status, headers, body = _get(srv.http_url("stat"))
         assert status == 200 and headers.get("content-type", "").startswith("text/xml"), (status, headers)
+        assert "access-control-allow-origin" not in headers, "CORS on /stat: other sites' pages could read it"
         wrong_addresses = _check_stat(ET.fromstring(body), name)
 
         status, headers, body = _get(srv.http_url("metrics"))
@@ -439,7 +440,8 @@ def _check_stat(root: ET.Element, name: str) -> list[str]:
 
 
 def test_control_drop_publisher_ends_publisher_and_players(e2e):
-    srv = e2e.server(http={"control": "yes"})
+    srv = e2e.server(http={"control": "yes", "token": TOKEN})  # control always needs a token
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     name = "dropme"
     rtmp = srv.url(f"live/{name}")
     pub = e2e.publish(rtmp, seconds=30, size=SIZE_ARG)  # would run 30 s unless dropped
@@ -447,7 +449,13 @@ def test_control_drop_publisher_ends_publisher_and_players(e2e):
     _wait_for_video(player, frames=15)
     ctx = e2e.context(pub, player)
 
-    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"))
+    # A drop without any filter would hit everyone: refused, nobody dropped.
+    status, _, body = _get(srv.http_url("control/drop/client"), auth)
+    assert status == 400, (status, body)
+    # DNS rebinding: a page of another site reaching this loopback listener names its own host.
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), {**auth, "Host": "evil.example"})
+    assert status == 403, (status, body)
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), auth, method="POST")
     assert (status, body.strip()) == (200, b"1"), (status, body)
 
     # The dropped publisher notices its closed connection at its next write; waiting 8 s, less
@@ -457,10 +465,10 @@ def test_control_drop_publisher_ends_publisher_and_players(e2e):
     player.wait_ok(timeout=8)
     check_media(player.out_path, size=SIZE, min_video_frames=15, min_audio_frames=10, context=ctx)
 
-    status, _, body = _get(srv.http_url("api/v1/streams"))
+    status, _, body = _get(srv.http_url("api/v1/streams"), auth)
     live = [s for s in json.loads(body)["streams"] if s["name"] == name and s["active"]]
     assert status == 200 and not live, body
-    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"))
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), auth)
     assert (status, body.strip()) == (200, b"0"), (status, body)
 
 

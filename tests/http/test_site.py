@@ -19,7 +19,7 @@ from tests.test_protocol import AAC_SEQ, Peer, aac, inter, key, media, statuses
 TOKEN = "0123456789abcdef-token"
 
 
-def make(http_extra="control = yes"):
+def make(http_extra=f"control = yes\ntoken = {TOKEN}"):
     cfg = configmod.parse(
         "[server]\nlisten = tcp:0:interface=127.0.0.1\n[app:live]\n"
         f"[http:main]\nlisten = tcp:0:interface=127.0.0.1\n{http_extra}\n",
@@ -57,6 +57,11 @@ def get(root, path, args=None, headers=None):
     return req
 
 
+def ctl(root, path, args=None):
+    """A /control request carrying the token (control always needs one)."""
+    return get(root, path, args, headers={"authorization": f"Bearer {TOKEN}"})
+
+
 def body(req):
     return b"".join(req.written)
 
@@ -75,7 +80,7 @@ def live_stream(f):
 
 
 def test_stat_has_nginx_rtmp_structure():
-    f, root = make()
+    f, root = make(http_extra="")
     pub, sid = live_stream(f)
     player = Peer(f)
     player.play("cam")
@@ -107,7 +112,7 @@ def test_stat_has_nginx_rtmp_structure():
 
 
 def test_api_streams_and_clients():
-    f, root = make()
+    f, root = make(http_extra="")
     live_stream(f)
     streams = json.loads(body(get(root, "api/v1/streams")))["streams"]
     assert [(s["app"], s["name"], s["active"]) for s in streams] == [("live", "cam", True)]
@@ -117,7 +122,7 @@ def test_api_streams_and_clients():
 
 
 def test_metrics_parse_with_prometheus_parser():
-    f, root = make()
+    f, root = make(http_extra="")
     pub, sid = live_stream(f)
     bad = Peer(f)
     bad.proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
@@ -135,7 +140,7 @@ def test_control_drop_publisher_and_players_see_unpublish():
     player = Peer(f)
     player.play("cam")
     player.take()
-    req = get(root, "control/drop/publisher", {"app": "live", "name": "cam"})
+    req = ctl(root, "control/drop/publisher", {"app": "live", "name": "cam"})
     assert body(req) == b"1"
     assert pub.closed
     pub.lose()
@@ -151,7 +156,7 @@ def test_control_redirect_subscriber():
     player = Peer(f)
     player.play("cam")
     player.take()
-    assert body(get(root, "control/redirect/subscriber", {"app": "live", "name": "cam", "newname": "other"})) == b"1"
+    assert body(ctl(root, "control/redirect/subscriber", {"app": "live", "name": "cam", "newname": "other"})) == b"1"
     got = player.take()
     assert "NetStream.Play.Start" in statuses(got)
     assert [x.payload for x in media(got)] == [key()]
@@ -161,8 +166,8 @@ def test_control_is_off_by_default_and_errors_are_clear():
     f, root = make(http_extra="")
     assert get(root, "control/drop/publisher").responseCode == 404
     f, root = make()
-    assert get(root, "control/drop/everyone").responseCode == 404
-    assert get(root, "control/redirect/subscriber", {"name": "x"}).responseCode == 400
+    assert ctl(root, "control/drop/everyone").responseCode == 404
+    assert ctl(root, "control/redirect/subscriber", {"name": "x"}).responseCode == 400
 
 
 def test_token_is_required_when_set():
