@@ -97,6 +97,10 @@ class HTTPConfig:
     max_flv_clients: int
     hls_viewer_timeout: float = 30.0
     max_hls_viewers: int = 10000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 32
+    header_timeout: float = 10.0
+    max_flv_clients_per_ip: int = 8
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,10 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_flv_clients": (_int(0, 10_000_000), "1000"),
     "hls_viewer_timeout": (_seconds(), "30"),
     "max_hls_viewers": (_int(0, 10_000_000), "10000"),
+    "max_connections": (_int(1, 10_000_000), "1000"),
+    "max_connections_per_ip": (_int(1, 10_000_000), "32"),
+    "header_timeout": (_seconds(), "10"),
+    "max_flv_clients_per_ip": (_int(0, 10_000_000), "8"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

@@ -109,6 +109,11 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
         request.setResponseCode(503)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"too many HTTP-FLV clients\n"
+    host = str(getattr(request.getClientAddress(), "host", "?"))
+    if sum(1 for c in registry if c.host == host) >= http_config.max_flv_clients_per_ip:
+        request.setResponseCode(503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"too many HTTP-FLV clients from your address\n"
 
     def final(req, view):
         live = factory.hub.get(app, req.name)

@@ -25,7 +25,7 @@ import re
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
 from zope.interface import provider
@@ -35,7 +35,11 @@ from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
 from rtmpserver.http.viewers import HLSViewers
 
-__all__ = ["RootResource", "build_site", "access_log_line", "loopback_host_ok"]
+__all__ = ["RootResource", "HTTPSite", "build_site", "access_log_line", "loopback_host_ok"]
+
+# The largest request body accepted at all: /control takes its parameters from the query string,
+# a small form body is tolerated (and ignored); every other resource is GET-only.
+MAX_BODY = 4096
 
 # A Host header naming the loopback address: what a local tool sends.  A browser page that
 # reaches a loopback listener through DNS rebinding sends its own (attacker's) host name instead.
@@ -208,8 +212,139 @@ class RootResource(Resource):
         return generate_latest(self._metrics_registry), CONTENT_TYPE_LATEST.encode()
 
 
+class _Channel(http.HTTPChannel):
+    """An HTTP connection with a deadline for each request's headers and no unwanted bodies.
+
+    The idle timeout of twisted.web restarts with every byte, so a client trickling one header
+    line every few seconds would hold its connection (and a file descriptor) forever; here the
+    request line and headers must all arrive within ``header_timeout`` of the connection (or of
+    the previous response's end, on a kept-alive connection).  A body on anything but a small
+    POST to /control is refused (405/413) before it is read, instead of being spooled to a
+    temporary file.
+    """
+
+    _deadline = None
+    _refused = False
+    _counted = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.connection_made(self)
+        self._counted = True
+        self._arm()
+
+    def connectionLost(self, reason):
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            self.site.connection_lost(self)
+        super().connectionLost(reason)
+
+    def _arm(self):
+        self._disarm()
+        self._deadline = self.callLater(self.site.conf.header_timeout, self._too_slow)
+
+    def _disarm(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self):
+        self._deadline = None
+        self.site._log.info("{peer}: request headers not received within {t} s; closing",
+                            peer=_peer_text(self.transport.getPeer()), t=self.site.conf.header_timeout)
+        self._refuse(408, b"Request Timeout")
+
+    def _refuse(self, code: int, phrase: bytes, extra: bytes = b"") -> None:
+        self._refused = True
+        text = phrase + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n%s\r\n%s" % (code, phrase, len(text), extra, text)
+        )
+        self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if not self._refused:
+            super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._disarm()
+        if self.length != 0:  # Content-Length > 0, or chunked (None)
+            path = self._path.split(b"?", 1)[0]
+            if self._command != b"POST" or not path.startswith(b"/control/"):
+                self._refuse(405, b"Method Not Allowed", b"Allow: GET, HEAD\r\n")
+                return
+            if self.length is None or self.length > MAX_BODY:
+                self._refuse(413, b"Payload Too Large")
+                return
+        super().allHeadersReceived()
+
+    def allContentReceived(self):
+        if not self._refused:
+            super().allContentReceived()
+
+    def requestDone(self, request):
+        # The next request's headers have the same deadline.  Armed before the parent replays
+        # pipelined data, so a next request already complete disarms it again.
+        if self.persistent and not self._refused:
+            self._arm()
+        super().requestDone(request)
+
+
+def _peer_text(addr) -> str:
+    return f"{addr.host}:{addr.port}" if isinstance(addr, (IPv4Address, IPv6Address)) else str(addr)
+
+
+class HTTPSite(server.Site):
+    """The Site of one ``[http:NAME]`` section, with its own connection limits (total, per IP).
+
+    RTMP's ``[limits] max_connections`` does not count these: each section has its own
+    ``max_connections`` and ``max_connections_per_ip``.  A connection over a limit is closed at
+    once, before anything is read from it.
+    """
+
+    _log = Logger()
+    protocol = _Channel
+
+    def __init__(self, root, conf, reactor=None) -> None:
+        super().__init__(root, logFormatter=access_log_line, reactor=reactor)
+        self.conf = conf
+        self.displayTracebacks = False
+        self.connections: set = set()
+        self.per_ip: dict[str, int] = {}
+
+    def buildProtocol(self, addr):
+        host = addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "?"
+        if len(self.connections) >= self.conf.max_connections:
+            self._log.warn("http {name}: refusing {host}: {n} connections (max_connections)",
+                           name=self.conf.name, host=host, n=len(self.connections))
+            return None
+        if self.per_ip.get(host, 0) >= self.conf.max_connections_per_ip:
+            self._log.warn("http {name}: refusing {host}: max_connections_per_ip ({n}) reached",
+                           name=self.conf.name, host=host, n=self.conf.max_connections_per_ip)
+            return None
+        return super().buildProtocol(addr)
+
+    def _host(self, channel) -> str:
+        addr = channel.transport.getPeer()
+        return addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "?"
+
+    def connection_made(self, channel) -> None:
+        self.connections.add(channel)
+        host = self._host(channel)
+        self.per_ip[host] = self.per_ip.get(host, 0) + 1
+
+    def connection_lost(self, channel) -> None:
+        self.connections.discard(channel)
+        host = self._host(channel)
+        n = self.per_ip.get(host, 0) - 1
+        if n > 0:
+            self.per_ip[host] = n
+        else:
+            self.per_ip.pop(host, None)
+
+
 def build_site(factory, http_config, hls_registry=None) -> server.Site:
     root = RootResource(factory, http_config, hls_registry)
-    site = server.Site(root, logFormatter=access_log_line)
-    site.displayTracebacks = False
-    return site
+    return HTTPSite(root, http_config, reactor=factory.clock)
