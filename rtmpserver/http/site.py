@@ -3,7 +3,7 @@
 | path | what |
 |---|---|
 | ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
-| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<token>/<stream>-<n>.ts`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts?vt=<token>`` | HLS (``hls = yes``, app with the hls handler) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
@@ -173,12 +173,13 @@ class RootResource(Resource):
             return self._admin(request, self._metrics)
         if path and path[0] == b"control" and conf.control:
             return self._control(request, path)
-        if len(path) in (3, 4) and path[0] == b"hls" and conf.hls and self.hls is not None:
-            cleaned = [_clean(p) for p in path[1:]]
-            if None in cleaned:
+        if len(path) == 3 and path[0] == b"hls" and conf.hls and self.hls is not None:
+            app = _clean(path[1])
+            name = _clean(path[2])
+            if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
             self._cors(request)
-            return self.hls_viewers.render(request, cleaned[0], cleaned[1:])
+            return self.hls_viewers.render(request, app, name)
         if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
             app = _clean(path[0])
             name = _clean(path[1][:-4])

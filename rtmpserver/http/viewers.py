@@ -9,7 +9,8 @@ exist), a rename serves the renamed stream, and when the viewer leaves the chain
 
 HLS has no connection to follow, so the decision is made on the playlist request and kept as a
 viewer session: the segment URIs of the playlist carry a short-lived viewer token
-(``/hls/<app>/<token>/<name>-<n>.ts``), an HMAC over app, name, expiry, client address and
+(``/hls/<app>/<name>-<n>.ts?vt=<token>``; in the query, because players such as hls.js compare
+a reloaded playlist's URIs with their queries stripped), an HMAC over app, name, expiry, client address and
 session id with a per-process random key.  A segment without a valid token of a live session is
 refused (403); segments are never decided one by one.  Playlist requests from the same client with
 the same URL arguments reuse the session instead of running the chain again; a session with no
@@ -172,13 +173,14 @@ class HLSViewers:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def render(self, request, app: str, path: list[str]):
-        """``/hls/<app>/<name>.m3u8`` or ``/hls/<app>/<token>/<name>-<n>.ts`` (cleaned segments)."""
+    def render(self, request, app: str, filename: str):
+        """``/hls/<app>/<name>.m3u8`` or ``/hls/<app>/<name>-<n>.ts?vt=<token>`` (cleaned names)."""
         request.setHeader(b"cache-control", b"no-cache")
-        if len(path) == 1 and path[0].endswith(".m3u8"):
-            return self._playlist(request, app, path[0][:-5])
-        if path[-1].endswith(".ts"):
-            return self._segment(request, app, path[0] if len(path) == 2 else "", path[-1][:-3])
+        if filename.endswith(".m3u8"):
+            return self._playlist(request, app, filename[:-5])
+        if filename.endswith(".ts"):
+            token = request.args.get(b"vt", [b""])[0].decode("ascii", "replace")[:80]
+            return self._segment(request, app, token, filename[:-3])
         request.setResponseCode(404)
         return b"not found\n"
 
@@ -187,8 +189,8 @@ class HLSViewers:
         if seg is None or not seg.segments:
             return None
         expiry = math.ceil(self.clock.seconds() + self.timeout)
-        prefix = self.token(v, expiry) + "/"
-        lines = [line if not line or line.startswith("#") else prefix + line for line in seg.playlist().split("\n")]
+        suffix = "?vt=" + self.token(v, expiry)
+        lines = [line if not line or line.startswith("#") else line + suffix for line in seg.playlist().split("\n")]
         request.setHeader(b"content-type", b"application/vnd.apple.mpegurl")
         return "\n".join(lines).encode()
 

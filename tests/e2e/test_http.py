@@ -152,15 +152,15 @@ def _check_playlist(pl: Playlist, name: str) -> None:
         # RFC 8216 4.3.3.1: each EXTINF, rounded to an integer, <= TARGETDURATION; ours are never over.
         assert 0 < d <= pl.target, f"EXTINF {d} vs TARGETDURATION {pl.target}:\n{text}"
     # MEDIA-SEQUENCE is the number of the first listed segment, and the rest follow it (our URIs
-    # carry the number: <viewer token>/<stream>-<n>.ts, one token per playlist).
+    # carry the number: <stream>-<n>.ts?vt=<viewer token>, one token per playlist).
     token = _token(pl)
-    expected = [f"{token}/{name}-{pl.media_sequence + i}.ts" for i in range(len(pl.segments))]
+    expected = [f"{name}-{pl.media_sequence + i}.ts?vt={token}" for i in range(len(pl.segments))]
     assert [uri for _, uri in pl.segments] == expected, f"URIs do not follow MEDIA-SEQUENCE:\n{text}"
 
 
 def _token(pl: Playlist) -> str:
     """The viewer token a playlist put in its segment URIs (segments need it: 403 without)."""
-    return pl.segments[0][1].split("/")[0]
+    return pl.segments[0][1].partition("?vt=")[2]
 
 
 def _check_durations(pl: Playlist) -> None:
@@ -185,7 +185,7 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
     token = [""]  # the viewer token of the latest playlist
 
     def seg_url(n: int) -> str:
-        return srv.http_url(f"hls/live/{token[0]}/{name}-{n}.ts")
+        return srv.http_url(f"hls/live/{name}-{n}.ts?vt={token[0]}")
 
     assert _get(m3u8)[0] == 404, "a playlist for a stream nobody publishes"
     pub = e2e.publish(srv.url(f"live/{name}"), seconds=HLS_PUBLISH_SECONDS, size=SIZE_ARG)

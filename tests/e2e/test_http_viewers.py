@@ -68,9 +68,10 @@ def test_auth_and_notify_decide_rtmp_flv_and_hls_viewers(e2e, backend):
     assert _get(srv.http_url("hls/live/cam-1.ts"))[0] == 403
     status, text = _get(f"{m3u8}?key={KEY}")
     assert status == 200
-    uri = next(line for line in text.decode().splitlines() if line.endswith(".ts"))
+    uri = next(line for line in text.decode().splitlines() if ".ts?vt=" in line)
     assert _get(srv.http_url(f"hls/live/{uri}"))[0] == 200  # the playlist's own URI works
-    assert _get(srv.http_url(f"hls/live/1.{int(time.time()) + 60}.{'0' * 32}/{uri.split('/')[1]}"))[0] == 403
+    forged = f"{uri.split('?')[0]}?vt=1.{int(time.time()) + 60}.{'0' * 32}"
+    assert _get(srv.http_url(f"hls/live/{forged}"))[0] == 403
     assert backend.forms("play") == [backend.forms("play")[0]], "refused viewers reached notify"
 
     # Allowed alike, with a key or a signed URL; ffprobe reads what it is given.

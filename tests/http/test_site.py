@@ -46,8 +46,10 @@ class Request(DummyRequest):
 
 
 def get(root, path, args=None, headers=None):
+    path, _, query = path.partition("?")  # a playlist's segment URI carries its viewer token
+    args = {**dict(p.split("=", 1) for p in query.split("&") if p), **(args or {})}
     req = Request([p.encode() for p in path.strip("/").split("/")])
-    req.args = {k.encode(): [v.encode()] for k, v in (args or {}).items()}
+    req.args = {k.encode(): [v.encode()] for k, v in args.items()}
     for k, v in (headers or {}).items():
         req.requestHeaders.setRawHeaders(k, [v])
     body = root.render(req)

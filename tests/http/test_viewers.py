@@ -76,8 +76,10 @@ class ViewerRequest(Request):
 
 
 def get(root, path, args=None, host="192.0.2.7"):
+    path, _, query = path.partition("?")  # a playlist's segment URI carries its viewer token
+    args = {**dict(p.split("=", 1) for p in query.split("&") if p), **(args or {})}
     req = ViewerRequest([p.encode() for p in path.strip("/").split("/")], host)
-    req.args = {k.encode(): [v.encode()] for k, v in (args or {}).items()}
+    req.args = {k.encode(): [v.encode()] for k, v in args.items()}
     result = root.render(req)
     if isinstance(result, bytes):
         req.write(result)
@@ -108,7 +110,7 @@ def test_same_config_refuses_rtmp_flv_and_hls_without_a_key():
     assert m3u8.responseCode == 403
     # A guessed segment URL, with or without a made-up token, is refused before any lookup.
     assert get(root, "hls/live/cam-0.ts").responseCode == 403
-    assert get(root, "hls/live/1.4000000000.00000000000000000000000000000000/cam-0.ts").responseCode == 403
+    assert get(root, "hls/live/cam-0.ts?vt=1.4000000000.00000000000000000000000000000000").responseCode == 403
 
 
 def test_access_rules_refuse_http_viewers_by_address():
@@ -131,7 +133,7 @@ def test_same_config_allows_all_three_with_a_key_or_a_signed_url():
         m3u8 = get(root, "hls/live/cam.m3u8", args)
         playlist = body(m3u8).decode()
         assert m3u8.responseCode in (None, 200) and playlist.startswith("#EXTM3U"), playlist
-        uris = [line for line in playlist.splitlines() if line.endswith(".ts")]
+        uris = [line for line in playlist.splitlines() if ".ts?vt=" in line]
         seg = get(root, f"hls/live/{uris[-1]}")
         assert seg.responseCode in (None, 200)
         assert body(seg)[0] == 0x47
@@ -192,8 +194,8 @@ def test_rename_serves_the_renamed_stream():
     publish_capture(f, repeat=3)
     assert body(get(root, "live/other.flv", {"key": KEY})).startswith(b"FLV")
     playlist = body(get(root, "hls/live/other.m3u8", {"key": KEY})).decode()
-    uri = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
-    assert uri.split("/")[1].startswith("cam-")
+    uri = [line for line in playlist.splitlines() if ".ts?vt=" in line][-1]
+    assert uri.startswith("cam-")
     assert body(get(root, f"hls/live/{uri}"))[0] == 0x47
 
 
@@ -208,7 +210,7 @@ def test_unknown_stream_is_404_after_the_chain_allowed_it():
 
 def hls_session(f, root, host="192.0.2.7"):
     playlist = body(get(root, "hls/live/cam.m3u8", {"key": KEY}, host=host)).decode()
-    return [line for line in playlist.splitlines() if line.endswith(".ts")]
+    return [line for line in playlist.splitlines() if ".ts?vt=" in line]
 
 
 def test_hls_playlist_polls_reuse_the_decision_and_idle_viewers_end():
@@ -242,14 +244,16 @@ def test_hls_segment_token_is_bound_to_address_stream_and_expiry():
     f, root = make(rules="allow play all", clock=clock)
     publish_capture(f, repeat=3)
     uri = hls_session(f, root)[-1]
-    token, segment = uri.split("/")
+    segment, token = uri.split("?vt=")
     assert get(root, f"hls/live/{uri}", host="192.0.2.99").responseCode == 403  # another address
     sid, expiry, mac = token.split(".")
-    assert get(root, f"hls/live/{sid}.{int(expiry) + 100}.{mac}/{segment}").responseCode == 403  # forged expiry
-    assert get(root, f"hls/live/{sid}.{expiry}.{'0' * 32}/{segment}").responseCode == 403
-    assert get(root, f"hls/live/{token}/{segment}").responseCode in (None, 200)
+    assert get(root, f"hls/live/{segment}?vt={sid}.{int(expiry) + 100}.{mac}").responseCode == 403  # forged expiry
+    assert get(root, f"hls/live/{segment}?vt={sid}.{expiry}.{'0' * 32}").responseCode == 403
+    other = segment.replace("cam-", "other-")
+    assert get(root, f"hls/live/{other}?vt={token}").responseCode == 403  # another stream
+    assert get(root, f"hls/live/{segment}?vt={token}").responseCode in (None, 200)
     clock.advance(31)  # the token expired (and the viewer went idle)
-    assert get(root, f"hls/live/{token}/{segment}").responseCode == 403
+    assert get(root, f"hls/live/{segment}?vt={token}").responseCode == 403
 
 
 def test_hls_viewers_are_bounded():
