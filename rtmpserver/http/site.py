@@ -315,6 +315,11 @@ class HTTPSite(server.Site):
         self.connections: set = set()
         self.per_ip: dict[str, int] = {}
 
+    def stopFactory(self) -> None:
+        # The last listener of the section stops: HLS viewer sessions end (handlers hear it).
+        self.resource.hls_viewers.shutdown()
+        super().stopFactory()
+
     def buildProtocol(self, addr):
         host = addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "?"
         if len(self.connections) >= self.conf.max_connections:

@@ -13,6 +13,7 @@ from rtmpserver.handlers.auth import sign_url
 from rtmpserver.http.site import RootResource
 from rtmpserver.interfaces import IAppHandler, ISessionView
 from rtmpserver.protocol import RTMPServerFactory
+from rtmpserver.requests import HandlerContext
 from tests.handlers.test_hls import publish_capture
 from tests.http.test_site import Request, body
 from tests.test_protocol import Peer, statuses
@@ -268,3 +269,49 @@ def test_hls_viewers_are_bounded():
 def test_hls_viewer_settings_are_checked(key, value):
     with pytest.raises(configmod.ConfigError, match=key):
         make(extra=f"{key} = {value}\n")
+
+
+# --- notify hears HTTP viewers ------------------------------------------------------------------
+
+
+def test_notify_sees_http_viewers_play_and_play_done():
+    from rtmpserver.handlers import notify
+    from tests.handlers.test_notify import FakeAgent, FakeResponse
+
+    clock = Clock()
+    f, root = make(rules="allow play all", clock=clock)
+    urls = {"on_play": "http://backend.example/play", "on_play_done": "http://backend.example/done"}
+    settings = notify.NotifySettings(urls=urls, timeout=5.0, method="POST")
+    agent = FakeAgent([FakeResponse(200) for _ in range(10)])
+    caller = notify.HTTPCaller(clock, 5.0, "POST", reactor=lambda: pytest.fail("reactor used"), agent=agent)
+    chain = f.chains["live"]
+    ctx = HandlerContext(app=f.config.apps["live"], server=f.config, hub=f.hub, clock=clock)
+    assert [n for n, _ in chain.handlers[:2]] == ["access", "auth"]
+    chain.handlers.insert(2, ("notify", notify.NotifyHandler(settings, ctx, caller)))
+    publish_capture(f, repeat=3)
+
+    flv = get(root, "live/cam.flv", {"key": KEY, "room": "7"})
+    uris = hls_session(f, root)
+    assert uris and body(flv).startswith(b"FLV")
+    plays = [agent.form(i) for i, call in enumerate(agent.calls) if call[1].endswith(b"/play")]
+    assert [(p["call"], p["name"], p["addr"], p.get("room")) for p in plays] == [
+        ("play", "cam", "192.0.2.7", "7"), ("play", "cam", "192.0.2.7", None)]
+    assert "key" not in plays[0]  # auth took the key out before notify saw the request
+    flv.processingFailed(Exception("gone"))
+    clock.advance(31)  # the HLS viewer went idle
+    done = [agent.form(i) for i, call in enumerate(agent.calls) if call[1].endswith(b"/done")]
+    assert sorted(d["clientid"] for d in done) == sorted(p["clientid"] for p in plays)
+    assert all(d["call"] == "play_done" and d["name"] == "cam" for d in done)
+
+
+def test_hls_viewers_end_when_the_site_stops():
+    from rtmpserver.http.site import build_site
+
+    f, root = make(rules="allow play all")
+    site = build_site(f, f.config.http["main"], f.hub.services.get("hls"))
+    rec = record(f)
+    publish_capture(f, repeat=3)
+    assert hls_session(f, site.resource)
+    site.doStart()
+    site.doStop()
+    assert [(e.role, e.reason) for e in rec.closed] == [("player", "server shutdown")]
