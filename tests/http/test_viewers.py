@@ -315,3 +315,18 @@ def test_hls_viewers_end_when_the_site_stops():
     site.doStart()
     site.doStop()
     assert [(e.role, e.reason) for e in rec.closed] == [("player", "server shutdown")]
+
+
+def test_rtmps_sessions_say_so():
+    from twisted.internet.interfaces import ISSLTransport
+    from twisted.internet.testing import StringTransport
+    from zope.interface import directlyProvides
+
+    f, root = make(rules="allow play all")
+    plain = f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    plain.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)))
+    tls = f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5001))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5001))
+    directlyProvides(transport, ISSLTransport)
+    tls.makeConnection(transport)
+    assert (plain.session.view.protocol, tls.session.view.protocol) == ("rtmp", "rtmps")
