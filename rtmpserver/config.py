@@ -95,6 +95,12 @@ class HTTPConfig:
     token: str
     cors: str
     max_flv_clients: int
+    hls_viewer_timeout: float = 30.0
+    max_hls_viewers: int = 10000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 32
+    header_timeout: float = 10.0
+    max_flv_clients_per_ip: int = 8
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,12 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "token": (_token, ""),
     "cors": (_server_name, "*"),
     "max_flv_clients": (_int(0, 10_000_000), "1000"),
+    "hls_viewer_timeout": (_seconds(), "30"),
+    "max_hls_viewers": (_int(0, 10_000_000), "10000"),
+    "max_connections": (_int(1, 10_000_000), "1000"),
+    "max_connections_per_ip": (_int(1, 10_000_000), "32"),
+    "header_timeout": (_seconds(), "10"),
+    "max_flv_clients_per_ip": (_int(0, 10_000_000), "8"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"
@@ -368,6 +380,11 @@ def parse(text: str, path: str = "<string>") -> ServerConfig:
                 raise ConfigError(f"{path}: [{section}] listen: at least one listener is required")
             hlisten = _listeners(path, raw, base_dir, f"[{section}] listen")
             values = _convert_section(path, section, {k: v for k, v in items.items() if k != "listen"}, _HTTP_KEYS, extra=("listen",))
+            if values["control"] and not values["token"]:
+                raise ConfigError(
+                    f"{path}: [{section}] token: control = yes needs a token (control can drop and "
+                    f"redirect anyone, so it always takes one, even on a loopback listener)"
+                )
             wants_admin = values["stat"] or values["api"] or values["metrics"] or values["control"]
             exposed = [e for e in hlisten if not _loopback_only(e)]
             if wants_admin and exposed and not values["token"]:
@@ -530,13 +547,25 @@ def _listeners(path: str, raw: str, base_dir: str, label: str = _LISTEN) -> tupl
     return tuple(result)
 
 
+def _endpoint_interface(endpoint: str) -> str:
+    """The ``interface`` an endpoint string listens on ("" for all addresses), read with
+    Twisted's own endpoint-description tokenizer, so escaping is understood exactly as
+    ``serverFromString`` will: ``ssl:443:privateKey=k\\:interface=127.0.0.1`` has none."""
+    from twisted.internet.endpoints import _parse
+
+    args, kwargs = _parse(endpoint)
+    params = _ENDPOINT_PARAMS.get(str(args[0]).lower(), ()) if args else ()
+    positional = dict(zip(params, args[1:], strict=False))
+    return str(kwargs.get("interface", positional.get("interface", "")))
+
+
 def _loopback_only(endpoint: str) -> bool:
     """True when a checked endpoint string listens on a loopback address only."""
-    m = re.search(r"(?:^|:)interface=((?:[^:\\]|\\.)*)", endpoint)
-    if not m:
+    interface = _endpoint_interface(endpoint)
+    if not interface:
         return False  # no interface: all addresses
     try:
-        return ipaddress.ip_address(m.group(1).replace("\\", "")).is_loopback
+        return ipaddress.ip_address(interface).is_loopback
     except ValueError:
         return False
 

@@ -36,6 +36,19 @@ class IPublisher(Interface):
         """Another publisher takes the stream over: stop publishing and close."""
 
 
+class ISessionView(Interface):
+    """What handlers see of the client behind a request (``request.session``), whatever its protocol."""
+
+    id = Attribute("an int naming the client (``clientid`` in notify, /stat and control)")
+    peer = Attribute("``host:port`` of the client")
+    host = Attribute("the client's IP address, text form")
+    app = Attribute("the application, or None before an RTMP connect")
+    protocol = Attribute('"rtmp", "rtmps", "http-flv" or "hls"')
+    connect_params = Attribute("the RTMP connect object (tcUrl, flashVer, ..., ``args``); for HTTP viewers only ``tcUrl`` and ``args``")
+    data = Attribute("a dict handlers may attach things to, for the life of the session")
+    closed = Attribute("True once the client has gone")
+
+
 class IAppHandler(Interface):
     """One link of an application's handler chain (``[app:NAME] handlers = access, auth, record``).
 
@@ -49,6 +62,13 @@ class IAppHandler(Interface):
     with Rejected if a later handler refused.  A hook that neither proceeds nor rejects within
     the app's ``handler_timeout`` fails closed.  No ``*.Start`` status goes to the client before
     the whole chain has proceeded.
+
+    HTTP viewers go through the same chain: an HTTP-FLV request and an HLS playlist request run
+    ``play`` (``request.session.protocol`` is ``http-flv`` or ``hls``, ``args`` come from the URL's
+    query string; there is no ``connect``), and ``close_stream`` gets a ``StreamClosed`` with role
+    ``player`` when the FLV response ends or the HLS viewer has been idle for the listener's
+    ``hls_viewer_timeout``.  HLS segments are not decided one by one: they need the viewer token
+    the playlist decision put in their URIs.
     """
 
     def connect(request, proceed):

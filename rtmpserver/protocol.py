@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -134,7 +134,8 @@ class RTMPServerProtocol(protocol.Protocol):
         port = getattr(addr, "port", "")
         self.peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self.connected_at = self.last_received = f.clock.seconds()
-        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains)
+        self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains,
+                               protocol="rtmps" if ISSLTransport.providedBy(self.transport) else "rtmp")
         self.transport.registerProducer(self, True)
         f.connection_made(self)
 

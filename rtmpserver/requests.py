@@ -6,14 +6,27 @@ argument) passes ``dataclasses.replace(request, ...)`` to ``proceed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["SessionView", "ConnectRequest", "PublishRequest", "PlayRequest", "StreamClosed", "HandlerContext"]
+from zope.interface import implementer
+
+from rtmpserver.interfaces import ISessionView
+
+__all__ = [
+    "SessionView", "HTTPViewerView", "client_ids", "ConnectRequest", "PublishRequest", "PlayRequest",
+    "StreamClosed", "HandlerContext",
+]
+
+# Client ids shared by RTMP sessions and HTTP viewers, so ``clientid`` (notify, /stat, control)
+# names one client whichever protocol it uses.
+client_ids = iter(range(1, 1 << 62))
 
 
+@implementer(ISessionView)
 class SessionView:
-    """A read-only window on one connection, plus ``data``: a dict handlers may attach things to."""
+    """A read-only window on one RTMP connection, plus ``data``: a dict handlers may attach things to."""
 
     __slots__ = ("_session",)
 
@@ -51,8 +64,41 @@ class SessionView:
     def closed(self) -> bool:
         return self._session.closed
 
+    @property
+    def protocol(self) -> str:
+        """``rtmp`` or ``rtmps``."""
+        return self._session.protocol
+
     def __repr__(self) -> str:
         return f"<SessionView {self.id} {self.peer} app={self.app}>"
+
+
+@implementer(ISessionView)
+class HTTPViewerView:
+    """The session of one HTTP viewer (an HTTP-FLV request, or an HLS viewer's playlist session).
+
+    It has no RTMP connect: ``connect_params`` holds only ``args`` (the URL's query string) and
+    ``tcUrl`` (the URL without its query, so no key reaches a callback through it).
+    """
+
+    __slots__ = ("id", "peer", "host", "app", "protocol", "_params", "data", "closed")
+
+    def __init__(self, protocol: str, host: str, port: int | str, app: str, url: str, args: Mapping[str, str]) -> None:
+        self.id = next(client_ids)
+        self.protocol = protocol  # "http-flv" or "hls"
+        self.host = host
+        self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.app = app
+        self._params = {"tcUrl": url, "args": dict(args)}
+        self.data: dict = {}
+        self.closed = False
+
+    @property
+    def connect_params(self) -> Mapping[str, Any]:
+        return dict(self._params)
+
+    def __repr__(self) -> str:
+        return f"<HTTPViewerView {self.id} {self.protocol} {self.peer} app={self.app}>"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 ``/control/drop/publisher|subscriber|client``, ``/control/record/start|stop`` and
 ``/control/redirect/publisher|subscriber|client`` with the same query parameters: ``app``,
 ``name``, ``addr``, ``clientid``, ``rec``, ``newname``.  Like nginx-rtmp, drop and redirect
-answer with the number of sessions affected, record with the file path.
+answer with the number of sessions affected, record with the file path.  Unlike nginx-rtmp,
+drop and redirect need at least one of ``app``, ``name``, ``addr``, ``clientid`` (400 otherwise):
+an empty selection is not "everyone".  GET and POST are both accepted.
 """
 
 from __future__ import annotations
@@ -53,17 +55,18 @@ def control(request, factory) -> tuple[int, bytes]:
     action, method = parts
     app, name = _arg(request, "app"), _arg(request, "name")
     addr, clientid = _arg(request, "addr"), _arg(request, "clientid")
+    if action in ("drop", "redirect") and method not in ("publisher", "subscriber", "client"):
+        return 404, f"{action}: method must be publisher, subscriber or client\n".encode()
+    if action in ("drop", "redirect") and not (app or name or addr or clientid):
+        # nginx-rtmp would act on every session; one mistyped URL should not drop everyone.
+        return 400, f"{action}: give at least one of app, name, addr, clientid\n".encode()
     if action == "drop":
-        if method not in ("publisher", "subscriber", "client"):
-            return 404, b"drop: method must be publisher, subscriber or client\n"
         sessions = {s for s, _, _ in _matching(factory, method, app, name, addr, clientid)}
         for s in sessions:
             _log.info("control: dropping {peer} ({method} {app}/{name})", peer=s.peer, method=method, app=app, name=name)
             s.close(f"dropped by control ({method})")
         return 200, f"{len(sessions)}".encode()
     if action == "redirect":
-        if method not in ("publisher", "subscriber", "client"):
-            return 404, b"redirect: method must be publisher, subscriber or client\n"
         newname = _arg(request, "newname")
         if not newname:
             return 400, b"newname not specified\n"

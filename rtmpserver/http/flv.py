@@ -4,18 +4,23 @@ Each client is a ``LiveSink`` like an RTMP player: FLV header, onMetaData, seque
 GOP cache, then live tags with rebased timestamps; a client that cannot keep up is dropped to the
 next keyframe, bounded by the app's player backlog settings.  The request is the producer's
 consumer, so Twisted's write buffer tells us when the client is full.
+
+The request goes through the application's handler chain first, like an RTMP ``play``
+(``rtmpserver.http.viewers``); when the response ends the chain hears ``close_stream``.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.web import server
 from zope.interface import implementer
 
+from rtmpserver.errors import Rejected
+from rtmpserver.http.viewers import decide_play
 from rtmpserver.hub import Frame
 from rtmpserver.interfaces import IMonitoredClient
 from rtmpserver.media.flv import file_header, previous_tag_size, tag_header
+from rtmpserver.requests import StreamClosed
 from rtmpserver.sinks import LiveSink
 
 __all__ = ["FLVClient", "serve_flv"]
@@ -25,7 +30,7 @@ __all__ = ["FLVClient", "serve_flv"]
 class FLVClient(LiveSink):
     _log = Logger()
 
-    def __init__(self, request, live, app_config, registry: set) -> None:
+    def __init__(self, request, live, app_config, registry: set, on_end=None) -> None:
         peer = request.getClientAddress()
         super().__init__(live, live.name, app_config.player_backlog_bytes, app_config.player_backlog_time,
                          f"http:{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}")
@@ -36,6 +41,7 @@ class FLVClient(LiveSink):
         self.started = 0.0
         self._full = False
         self._done = False
+        self._on_end = on_end  # called once with the reason when the response ends
 
     # LiveSink
     def transport_full(self) -> bool:
@@ -84,24 +90,28 @@ class FLVClient(LiveSink):
         live.add_sink(self)
 
     def _gone(self, _):
+        if not self._done:
+            self._end("connection lost")
+
+    def _end(self, reason: str) -> None:
         self._done = True
         self.registry.discard(self)
         self.detach()
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(reason)
 
-    def finish(self) -> None:
+    def finish(self, reason: str = "unpublished") -> None:
         if not self._done:
-            self._done = True
-            self.registry.discard(self)
-            self.detach()
+            self._end(reason)
             self.request.unregisterProducer()
             self.request.finish()
 
 
 def serve_flv(request, factory, http_config, registry: set, app: str, name: str):
-    """Render an HTTP-FLV request (called by the site's router)."""
+    """Render an HTTP-FLV request (called by the site's router): the app's chain decides first."""
     app_config = factory.config.apps.get(app)
-    live = factory.hub.get(app, name) if app_config is not None else None
-    if live is None or not live.active:
+    if app_config is None:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return f"no live stream {app}/{name}\n".encode()
@@ -109,7 +119,25 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
         request.setResponseCode(503)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"too many HTTP-FLV clients\n"
-    request.setHeader(b"content-type", b"video/x-flv")
-    request.setHeader(b"cache-control", b"no-cache")
-    FLVClient(request, live, app_config, registry).start(factory.clock.seconds())
-    return server.NOT_DONE_YET
+    host = str(getattr(request.getClientAddress(), "host", "?"))
+    if sum(1 for c in registry if c.host == host) >= http_config.max_flv_clients_per_ip:
+        request.setResponseCode(503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"too many HTTP-FLV clients from your address\n"
+
+    def final(req, view):
+        live = factory.hub.get(app, req.name)
+        if live is None or not live.active:
+            raise Rejected("NetStream.Play.StreamNotFound", f"no live stream {app}/{req.name}")
+        chain = factory.chains[app]
+
+        def ended(reason: str) -> None:
+            view.closed = True
+            chain.close_stream(StreamClosed(app=app, name=req.name, role="player", reason=reason, session=view))
+
+        request.setHeader(b"content-type", b"video/x-flv")
+        request.setHeader(b"cache-control", b"no-cache")
+        FLVClient(request, live, app_config, registry, ended).start(factory.clock.seconds())
+        return None
+
+    return decide_play(factory, request, "http-flv", app, name, final)[1]

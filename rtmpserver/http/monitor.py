@@ -123,10 +123,20 @@ def snapshot(factory, flv_clients=()) -> dict:
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
+# Characters XML 1.0 forbids (its "Char" production): C0 controls but tab/LF/CR, surrogates,
+# U+FFFE and U+FFFF.  Clients choose flashVer, pageUrl and stream names, so they are replaced.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value) -> str:
+    """``value`` as XML character data: escaped, and characters XML cannot hold replaced by U+FFFD."""
+    return escape(_XML_FORBIDDEN.sub("\ufffd", str(value)))
+
+
 def _el(name: str, value) -> str:
     if isinstance(value, float):
         value = int(value) if value.is_integer() else round(value, 3)
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{xml_text(value)}</{name}>"
 
 
 def stat_xml(snap: dict) -> bytes:

@@ -3,30 +3,80 @@
 | path | what |
 |---|---|
 | ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
-| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts?vt=<token>`` | HLS (``hls = yes``, app with the hls handler) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
 | ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
 
 Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
-or ``?token=``); config refuses them on a non-loopback listener without one.
+or ``?token=``); config refuses them on a non-loopback listener without one, and control without
+one anywhere.  On a loopback address they also need a loopback ``Host`` header (DNS rebinding).  HTTP-FLV and HLS
+viewers are decided by the application's handler chain like RTMP players
+(``rtmpserver.http.viewers``).  Only media responses carry the CORS header.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import re
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
+from zope.interface import provider
 
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
+from rtmpserver.http.viewers import HLSViewers
 
-__all__ = ["RootResource", "build_site"]
+__all__ = ["RootResource", "HTTPSite", "build_site", "access_log_line", "loopback_host_ok"]
+
+# The largest request body accepted at all: /control takes its parameters from the query string,
+# a small form body is tolerated (and ignored); every other resource is GET-only.
+MAX_BODY = 4096
+
+# A Host header naming the loopback address: what a local tool sends.  A browser page that
+# reaches a loopback listener through DNS rebinding sends its own (attacker's) host name instead.
+_LOOPBACK_HOST = re.compile(rb"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
+
+
+def loopback_host_ok(request) -> bool:
+    """False when a request that arrived on a loopback address names another host (DNS rebinding)."""
+    local = request.getHost()
+    if not isinstance(local, (IPv4Address, IPv6Address)):
+        return True
+    try:
+        if not ipaddress.ip_address(local.host.split("%", 1)[0]).is_loopback:
+            return True
+    except ValueError:
+        return True
+    host = request.getHeader(b"host")
+    return host is None or _LOOPBACK_HOST.fullmatch(host.strip()) is not None
+
+
+def _escape(value: bytes) -> str:
+    return value.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+@provider(IAccessLogFormatter)
+def access_log_line(timestamp, request) -> str:
+    """The combined log format without query strings: they carry keys, signatures and tokens."""
+    addr = request.getClientAddress()
+    ip = addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "-"
+    uri = request.uri.split(b"?", 1)[0]
+    referrer = (request.getHeader(b"referer") or b"-").split(b"?", 1)[0]
+    agent = request.getHeader(b"user-agent") or b"-"
+    return (
+        f'"{_escape(ip.encode())}" - - {timestamp} "{_escape(request.method)} {_escape(uri)} '
+        f'{_escape(request.clientproto)}" {request.code} {request.sentLength or "-"} '
+        f'"{_escape(referrer)}" "{_escape(agent)}"'
+    )
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.~@+=")
 
@@ -52,6 +102,8 @@ class RootResource(Resource):
         self.conf = http_config
         self.flv_clients: set = set()
         self.hls = hls_registry
+        self.hls_viewers = HLSViewers(factory, hls_registry, factory.clock, http_config.hls_viewer_timeout,
+                                      http_config.max_hls_viewers)
         self._metrics_registry = None
 
     # -- helpers ----------------------------------------------------------------------------
@@ -83,8 +135,29 @@ class RootResource(Resource):
     def render_HEAD(self, request):
         return self.render_GET(request)
 
-    def render_GET(self, request):
+    def render_POST(self, request):
+        # Only /control takes POST (nginx-rtmp's control answers both); its parameters are in
+        # the query string, a body is not read.
+        path = [p for p in request.postpath if p]
+        if path and path[0] == b"control" and self.conf.control:
+            return self._control(request, path)
+        request.setHeader(b"allow", b"GET, HEAD")
+        return self._reply(request, 405, b"method not allowed\n")
+
+    def _control(self, request, path):
+        if not loopback_host_ok(request):
+            return self._reply(request, 403, b"Host must name the loopback address on this listener\n")
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        request.postpath = path[1:]
+        code, body = control_mod.control(request, self.factory)
+        return self._reply(request, code, body)
+
+    def _cors(self, request) -> None:
+        # Media only: the admin endpoints must not be readable by other origins' scripts.
         request.setHeader(b"access-control-allow-origin", self.conf.cors.encode())
+
+    def render_GET(self, request):
         path = [p for p in request.postpath]
         if path and path[-1] == b"":
             path = path[:-1]
@@ -99,26 +172,26 @@ class RootResource(Resource):
         if path == [b"metrics"] and conf.metrics:
             return self._admin(request, self._metrics)
         if path and path[0] == b"control" and conf.control:
-            if not self._authorized(request):
-                return self._unauthorized(request)
-            request.postpath = path[1:]
-            code, body = control_mod.control(request, self.factory)
-            return self._reply(request, code, body)
+            return self._control(request, path)
         if len(path) == 3 and path[0] == b"hls" and conf.hls and self.hls is not None:
             app = _clean(path[1])
             name = _clean(path[2])
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
-            return self.hls.render(request, app, name)
+            self._cors(request)
+            return self.hls_viewers.render(request, app, name)
         if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
             app = _clean(path[0])
             name = _clean(path[1][:-4])
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
+            self._cors(request)
             return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
         return self._reply(request, 404, b"not found\n")
 
     def _admin(self, request, produce):
+        if not loopback_host_ok(request):
+            return self._reply(request, 403, b"Host must name the loopback address on this listener\n")
         if not self._authorized(request):
             return self._unauthorized(request)
         body, ctype = produce()
@@ -130,7 +203,11 @@ class RootResource(Resource):
         return snap
 
     def _metrics(self):
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+        )
 
         if self._metrics_registry is None:
             self._metrics_registry = CollectorRegistry(auto_describe=False)
@@ -140,8 +217,144 @@ class RootResource(Resource):
         return generate_latest(self._metrics_registry), CONTENT_TYPE_LATEST.encode()
 
 
+class _Channel(http.HTTPChannel):
+    """An HTTP connection with a deadline for each request's headers and no unwanted bodies.
+
+    The idle timeout of twisted.web restarts with every byte, so a client trickling one header
+    line every few seconds would hold its connection (and a file descriptor) forever; here the
+    request line and headers must all arrive within ``header_timeout`` of the connection (or of
+    the previous response's end, on a kept-alive connection).  A body on anything but a small
+    POST to /control is refused (405/413) before it is read, instead of being spooled to a
+    temporary file.
+    """
+
+    _deadline = None
+    _refused = False
+    _counted = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.connection_made(self)
+        self._counted = True
+        self._arm()
+
+    def connectionLost(self, reason):
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            self.site.connection_lost(self)
+        super().connectionLost(reason)
+
+    def _arm(self):
+        self._disarm()
+        self._deadline = self.callLater(self.site.conf.header_timeout, self._too_slow)
+
+    def _disarm(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self):
+        self._deadline = None
+        self.site._log.info("{peer}: request headers not received within {t} s; closing",
+                            peer=_peer_text(self.transport.getPeer()), t=self.site.conf.header_timeout)
+        self._refuse(408, b"Request Timeout")
+
+    def _refuse(self, code: int, phrase: bytes, extra: bytes = b"") -> None:
+        self._refused = True
+        text = phrase + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n%s\r\n%s" % (code, phrase, len(text), extra, text)
+        )
+        self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if not self._refused:
+            super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._disarm()
+        if self.length != 0:  # Content-Length > 0, or chunked (None)
+            path = self._path.split(b"?", 1)[0]
+            if self._command != b"POST" or not path.startswith(b"/control/"):
+                self._refuse(405, b"Method Not Allowed", b"Allow: GET, HEAD\r\n")
+                return
+            if self.length is None or self.length > MAX_BODY:
+                self._refuse(413, b"Payload Too Large")
+                return
+        super().allHeadersReceived()
+
+    def allContentReceived(self):
+        if not self._refused:
+            super().allContentReceived()
+
+    def requestDone(self, request):
+        # The next request's headers have the same deadline.  Armed before the parent replays
+        # pipelined data, so a next request already complete disarms it again.
+        if self.persistent and not self._refused:
+            self._arm()
+        super().requestDone(request)
+
+
+def _peer_text(addr) -> str:
+    return f"{addr.host}:{addr.port}" if isinstance(addr, (IPv4Address, IPv6Address)) else str(addr)
+
+
+class HTTPSite(server.Site):
+    """The Site of one ``[http:NAME]`` section, with its own connection limits (total, per IP).
+
+    RTMP's ``[limits] max_connections`` does not count these: each section has its own
+    ``max_connections`` and ``max_connections_per_ip``.  A connection over a limit is closed at
+    once, before anything is read from it.
+    """
+
+    _log = Logger()
+    protocol = _Channel
+
+    def __init__(self, root, conf, reactor=None) -> None:
+        super().__init__(root, logFormatter=access_log_line, reactor=reactor)
+        self.conf = conf
+        self.displayTracebacks = False
+        self.connections: set = set()
+        self.per_ip: dict[str, int] = {}
+
+    def stopFactory(self) -> None:
+        # The last listener of the section stops: HLS viewer sessions end (handlers hear it).
+        self.resource.hls_viewers.shutdown()
+        super().stopFactory()
+
+    def buildProtocol(self, addr):
+        host = addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "?"
+        if len(self.connections) >= self.conf.max_connections:
+            self._log.warn("http {name}: refusing {host}: {n} connections (max_connections)",
+                           name=self.conf.name, host=host, n=len(self.connections))
+            return None
+        if self.per_ip.get(host, 0) >= self.conf.max_connections_per_ip:
+            self._log.warn("http {name}: refusing {host}: max_connections_per_ip ({n}) reached",
+                           name=self.conf.name, host=host, n=self.conf.max_connections_per_ip)
+            return None
+        return super().buildProtocol(addr)
+
+    def _host(self, channel) -> str:
+        addr = channel.transport.getPeer()
+        return addr.host if isinstance(addr, (IPv4Address, IPv6Address)) else "?"
+
+    def connection_made(self, channel) -> None:
+        self.connections.add(channel)
+        host = self._host(channel)
+        self.per_ip[host] = self.per_ip.get(host, 0) + 1
+
+    def connection_lost(self, channel) -> None:
+        self.connections.discard(channel)
+        host = self._host(channel)
+        n = self.per_ip.get(host, 0) - 1
+        if n > 0:
+            self.per_ip[host] = n
+        else:
+            self.per_ip.pop(host, None)
+
+
 def build_site(factory, http_config, hls_registry=None) -> server.Site:
     root = RootResource(factory, http_config, hls_registry)
-    site = server.Site(root)
-    site.displayTracebacks = False
-    return site
+    return HTTPSite(root, http_config, reactor=factory.clock)

@@ -30,6 +30,7 @@ from rtmpserver.requests import (
     PublishRequest,
     SessionView,
     StreamClosed,
+    client_ids,
 )
 from rtmpserver.session import admission, courtesy
 from rtmpserver.session.admission import PENDING
@@ -48,7 +49,7 @@ _FOURCC_CAN_FORWARD = 0x04
 
 # Commands a client may pipeline behind connect while the chain decides (bounded).
 _MAX_QUEUED_COMMANDS = 32
-_session_ids = iter(range(1, 1 << 62))
+_session_ids = client_ids  # shared with HTTP viewers
 
 
 class State(enum.Enum):
@@ -98,8 +99,9 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None) -> None:
+    def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, protocol: str = "rtmp") -> None:
         self.link = link
+        self.protocol = protocol  # "rtmp" or "rtmps", for handlers (request.session.protocol)
         self.id = next(_session_ids)
         self.host = host
         self.chains = chains or {}
@@ -161,7 +163,7 @@ class Session:
             "id": self.id,
             "address": self.host,
             "port": int(port) if port.isdigit() else 0,
-            "protocol": "rtmp",
+            "protocol": self.protocol,
             "app": self.app,
             "streams": sorted(stats.stream_names),
             "role": stats.role,

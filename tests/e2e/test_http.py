@@ -152,9 +152,15 @@ def _check_playlist(pl: Playlist, name: str) -> None:
         # RFC 8216 4.3.3.1: each EXTINF, rounded to an integer, <= TARGETDURATION; ours are never over.
         assert 0 < d <= pl.target, f"EXTINF {d} vs TARGETDURATION {pl.target}:\n{text}"
     # MEDIA-SEQUENCE is the number of the first listed segment, and the rest follow it (our URIs
-    # carry the number: <stream>-<n>.ts).
-    expected = [f"{name}-{pl.media_sequence + i}.ts" for i in range(len(pl.segments))]
+    # carry the number: <stream>-<n>.ts?vt=<viewer token>, one token per playlist).
+    token = _token(pl)
+    expected = [f"{name}-{pl.media_sequence + i}.ts?vt={token}" for i in range(len(pl.segments))]
     assert [uri for _, uri in pl.segments] == expected, f"URIs do not follow MEDIA-SEQUENCE:\n{text}"
+
+
+def _token(pl: Playlist) -> str:
+    """The viewer token a playlist put in its segment URIs (segments need it: 403 without)."""
+    return pl.segments[0][1].partition("?vt=")[2]
 
 
 def _check_durations(pl: Playlist) -> None:
@@ -176,8 +182,10 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
     name = "hlscam"
     m3u8 = srv.http_url(f"hls/live/{name}.m3u8")
 
+    token = [""]  # the viewer token of the latest playlist
+
     def seg_url(n: int) -> str:
-        return srv.http_url(f"hls/live/{name}-{n}.ts")
+        return srv.http_url(f"hls/live/{name}-{n}.ts?vt={token[0]}")
 
     assert _get(m3u8)[0] == 404, "a playlist for a stream nobody publishes"
     pub = e2e.publish(srv.url(f"live/{name}"), seconds=HLS_PUBLISH_SECONDS, size=SIZE_ARG)
@@ -203,6 +211,10 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
             assert headers.get("access-control-allow-origin") == "*", headers
             pl = _parse_playlist(body.decode())
             _check_playlist(pl, name)
+            token[0] = _token(pl)
+            if not segments:
+                # A guessed segment URL (no viewer token of a playlist decision) is refused.
+                assert _get(srv.http_url(f"hls/live/{name}-{pl.media_sequence}.ts"))[0] == 403
             if pl.endlist:
                 break  # the publisher has just finished; judged below
             _check_durations(pl)
@@ -253,6 +265,7 @@ def test_hls_live_playlist_window_segments_and_endlist(e2e):
     assert wait_until(has_endlist, timeout=10, interval=0.2), f"no EXT-X-ENDLIST after unpublish: {ended and ended[0].text}"
     final = ended[0]
     _check_playlist(final, name)
+    token[0] = _token(final)
     _check_durations(final)
     for i, (d, _) in enumerate(final.segments):
         seq = final.media_sequence + i
@@ -343,6 +356,7 @@ def test_http_flv_stat_metrics_and_api_with_three_clients(e2e):
 
         status, headers, body = _get(srv.http_url("stat"))
         assert status == 200 and headers.get("content-type", "").startswith("text/xml"), (status, headers)
+        assert "access-control-allow-origin" not in headers, "CORS on /stat: other sites' pages could read it"
         wrong_addresses = _check_stat(ET.fromstring(body), name)
 
         status, headers, body = _get(srv.http_url("metrics"))
@@ -426,7 +440,8 @@ def _check_stat(root: ET.Element, name: str) -> list[str]:
 
 
 def test_control_drop_publisher_ends_publisher_and_players(e2e):
-    srv = e2e.server(http={"control": "yes"})
+    srv = e2e.server(http={"control": "yes", "token": TOKEN})  # control always needs a token
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     name = "dropme"
     rtmp = srv.url(f"live/{name}")
     pub = e2e.publish(rtmp, seconds=30, size=SIZE_ARG)  # would run 30 s unless dropped
@@ -434,7 +449,13 @@ def test_control_drop_publisher_ends_publisher_and_players(e2e):
     _wait_for_video(player, frames=15)
     ctx = e2e.context(pub, player)
 
-    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"))
+    # A drop without any filter would hit everyone: refused, nobody dropped.
+    status, _, body = _get(srv.http_url("control/drop/client"), auth)
+    assert status == 400, (status, body)
+    # DNS rebinding: a page of another site reaching this loopback listener names its own host.
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), {**auth, "Host": "evil.example"})
+    assert status == 403, (status, body)
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), auth, method="POST")
     assert (status, body.strip()) == (200, b"1"), (status, body)
 
     # The dropped publisher notices its closed connection at its next write; waiting 8 s, less
@@ -444,10 +465,10 @@ def test_control_drop_publisher_ends_publisher_and_players(e2e):
     player.wait_ok(timeout=8)
     check_media(player.out_path, size=SIZE, min_video_frames=15, min_audio_frames=10, context=ctx)
 
-    status, _, body = _get(srv.http_url("api/v1/streams"))
+    status, _, body = _get(srv.http_url("api/v1/streams"), auth)
     live = [s for s in json.loads(body)["streams"] if s["name"] == name and s["active"]]
     assert status == 200 and not live, body
-    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"))
+    status, _, body = _get(srv.http_url(f"control/drop/publisher?app=live&name={name}"), auth)
     assert (status, body.strip()) == (200, b"0"), (status, body)
 
 

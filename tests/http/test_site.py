@@ -5,23 +5,21 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from rtmpserver import config as configmod
-from rtmpserver.codec import messages as m
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
-from tests.test_protocol import AAC_SEQ, AVC_SEQ, Peer, aac, inter, key, media, statuses
+from tests.test_protocol import AAC_SEQ, Peer, aac, inter, key, media, statuses
 
 TOKEN = "0123456789abcdef-token"
 
 
-def make(http_extra="control = yes"):
+def make(http_extra=f"control = yes\ntoken = {TOKEN}"):
     cfg = configmod.parse(
         "[server]\nlisten = tcp:0:interface=127.0.0.1\n[app:live]\n"
         f"[http:main]\nlisten = tcp:0:interface=127.0.0.1\n{http_extra}\n",
@@ -43,10 +41,15 @@ class Request(DummyRequest):
     def unregisterProducer(self):
         self.producer = None
 
+    def isSecure(self):
+        return False
+
 
 def get(root, path, args=None, headers=None):
+    path, _, query = path.partition("?")  # a playlist's segment URI carries its viewer token
+    args = {**dict(p.split("=", 1) for p in query.split("&") if p), **(args or {})}
     req = Request([p.encode() for p in path.strip("/").split("/")])
-    req.args = {k.encode(): [v.encode()] for k, v in (args or {}).items()}
+    req.args = {k.encode(): [v.encode()] for k, v in args.items()}
     for k, v in (headers or {}).items():
         req.requestHeaders.setRawHeaders(k, [v])
     body = root.render(req)
@@ -54,6 +57,11 @@ def get(root, path, args=None, headers=None):
         req.write(body)
         req.finish()
     return req
+
+
+def ctl(root, path, args=None):
+    """A /control request carrying the token (control always needs one)."""
+    return get(root, path, args, headers={"authorization": f"Bearer {TOKEN}"})
 
 
 def body(req):
@@ -74,7 +82,7 @@ def live_stream(f):
 
 
 def test_stat_has_nginx_rtmp_structure():
-    f, root = make()
+    f, root = make(http_extra="")
     pub, sid = live_stream(f)
     player = Peer(f)
     player.play("cam")
@@ -106,7 +114,7 @@ def test_stat_has_nginx_rtmp_structure():
 
 
 def test_api_streams_and_clients():
-    f, root = make()
+    f, root = make(http_extra="")
     live_stream(f)
     streams = json.loads(body(get(root, "api/v1/streams")))["streams"]
     assert [(s["app"], s["name"], s["active"]) for s in streams] == [("live", "cam", True)]
@@ -116,7 +124,7 @@ def test_api_streams_and_clients():
 
 
 def test_metrics_parse_with_prometheus_parser():
-    f, root = make()
+    f, root = make(http_extra="")
     pub, sid = live_stream(f)
     bad = Peer(f)
     bad.proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
@@ -134,7 +142,7 @@ def test_control_drop_publisher_and_players_see_unpublish():
     player = Peer(f)
     player.play("cam")
     player.take()
-    req = get(root, "control/drop/publisher", {"app": "live", "name": "cam"})
+    req = ctl(root, "control/drop/publisher", {"app": "live", "name": "cam"})
     assert body(req) == b"1"
     assert pub.closed
     pub.lose()
@@ -150,7 +158,7 @@ def test_control_redirect_subscriber():
     player = Peer(f)
     player.play("cam")
     player.take()
-    assert body(get(root, "control/redirect/subscriber", {"app": "live", "name": "cam", "newname": "other"})) == b"1"
+    assert body(ctl(root, "control/redirect/subscriber", {"app": "live", "name": "cam", "newname": "other"})) == b"1"
     got = player.take()
     assert "NetStream.Play.Start" in statuses(got)
     assert [x.payload for x in media(got)] == [key()]
@@ -160,8 +168,8 @@ def test_control_is_off_by_default_and_errors_are_clear():
     f, root = make(http_extra="")
     assert get(root, "control/drop/publisher").responseCode == 404
     f, root = make()
-    assert get(root, "control/drop/everyone").responseCode == 404
-    assert get(root, "control/redirect/subscriber", {"name": "x"}).responseCode == 400
+    assert ctl(root, "control/drop/everyone").responseCode == 404
+    assert ctl(root, "control/redirect/subscriber", {"name": "x"}).responseCode == 400
 
 
 def test_token_is_required_when_set():
