@@ -165,17 +165,16 @@ class RTMPServerFactory(protocol.Factory):
     protocol = RTMPServerProtocol
     _log = Logger()
 
-    def __init__(self, config: ServerConfig, clock, chains=None) -> None:
+    def __init__(self, config: ServerConfig, clock, chains=None, hub: Hub | None = None) -> None:
+        # rtmpserver.service.compose builds hub and chains and passes them in; the defaults
+        # (a fresh hub, chains built without a reactor) are for tests and tools.
         self.config = config
         self.clock = clock
-        self.hub = Hub()
+        self.hub = hub if hub is not None else Hub()
         if chains is None:
-            from twisted.internet.interfaces import IReactorTCP
-
             from rtmpserver.apps import build_chains
 
-            # The clock is the reactor in production; handlers that make network calls need it.
-            chains = build_chains(config, self.hub, clock, reactor=clock if IReactorTCP.providedBy(clock) else None)
+            chains = build_chains(config, self.hub, clock)
         self.chains = chains
         self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()

@@ -171,3 +171,28 @@ def test_record_done_reaches_notify_in_the_same_app(tmp_path):
     )
     handlers = dict(chains["live"].handlers)
     assert handlers["notify"].recording_done in handlers["record"].on_record_done
+
+
+def test_optional_interfaces_are_verified_when_a_handler_loads():
+    from zope.interface import implementer
+
+    from rtmpserver.interfaces import IAppHandler, IRecordingSource
+
+    @implementer(IAppHandler, IRecordingSource)
+    class Claims:  # says it is a recording source but has no add_observer
+        def connect(self, request, proceed):
+            return proceed(request)
+
+        publish = play = connect
+
+        def close_stream(self, event):
+            return None
+
+    class Factory:
+        name = "claims"
+
+        def build(self, settings, context):
+            return Claims()
+
+    with pytest.raises(ConfigError, match="'claims' built an object that is not an IRecordingSource"):
+        apps.build_chains(cfg("handlers = claims"), Hub(), Clock(), factories={"claims": Factory(), **apps.discover()})

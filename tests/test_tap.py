@@ -52,7 +52,7 @@ def test_make_service_uses_the_loaded_config(tmp_path, monkeypatch):
     options = tap.Options()
     options.parseOptions(["-c", str(path)])
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, **parts: calls.append(c) or "the service")
     assert tap.makeService(options) == "the service"
     assert calls == [options.server_config]
 
@@ -63,7 +63,7 @@ def test_make_service_loads_when_options_were_not_parsed(tmp_path, monkeypatch):
     options = tap.Options()
     options["config"] = str(path)
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, **parts: calls.append(c) or "the service")
     tap.makeService(options)
     assert calls == [config.load(str(path))]
 

@@ -15,14 +15,19 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from rtmpserver.errors import ConfigError, RemoteProtocolError
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory, IMediaSink
+from rtmpserver.interfaces import (
+    IAppHandler,
+    IAppHandlerFactory,
+    IHLSProvider,
+    IMediaSink,
+)
 from rtmpserver.media.hls import HLSSegmenter
 
 __all__ = ["HLSRegistry", "HLSSink", "HLSHandler", "factory"]
 
 
 class HLSRegistry:
-    """Segmenters by (app, stream), shared with the HTTP site through ``hub.services["hls"]``."""
+    """Segmenters by (app, stream) of one application's hls handler."""
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], HLSSegmenter] = {}
@@ -54,7 +59,7 @@ class HLSRegistry:
 class HLSSink:
     _log = Logger()
 
-    def __init__(self, handler: "HLSHandler", live) -> None:
+    def __init__(self, handler: HLSHandler, live) -> None:
         self.handler = handler
         self.live = live
         self.segmenter = HLSSegmenter(live.name, handler.fragment, handler.window)
@@ -83,7 +88,7 @@ def live_app(live) -> str:
     return live.app
 
 
-@implementer(IAppHandler)
+@implementer(IAppHandler, IHLSProvider)
 class HLSHandler:
     def __init__(self, registry: HLSRegistry, clock, fragment: float, window: int, endlist: bool, linger: float) -> None:
         self.registry = registry
@@ -93,6 +98,10 @@ class HLSHandler:
         self.endlist = endlist
         self.linger = linger
         self._expiry: dict = {}
+
+    def render_hls(self, request, app: str, filename: str):
+        """IHLSProvider: the site routes ``/hls/<app>/<filename>`` of this handler's app here."""
+        return self.registry.render(request, app, filename)
 
     def connect(self, request, proceed):
         return proceed(request)
@@ -164,8 +173,7 @@ class HLSHandlerFactory:
                 raise ValueError
         except ValueError:
             raise ConfigError(f"{where} hls.linger: expected seconds from 0 to 3600, got '{values['linger']}'") from None
-        registry = context.hub.services.setdefault("hls", HLSRegistry())
-        return HLSHandler(registry, context.clock, fragment, int(values["window"]), endlist in ("yes", "true", "on", "1"), linger)
+        return HLSHandler(HLSRegistry(), context.clock, fragment, int(values["window"]), endlist in ("yes", "true", "on", "1"), linger)
 
 
 factory = HLSHandlerFactory()

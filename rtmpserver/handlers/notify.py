@@ -47,7 +47,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from rtmpserver.errors import ConfigError, Rejected
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory, IHandlerService, IRecordingObserver
 
 __all__ = ["NotifySettings", "NotifyHandler", "NotifyHandlerFactory", "Reply", "HTTPCaller", "factory", "parse_settings"]
 
@@ -381,7 +381,7 @@ class _Tracked:
     args: Mapping[str, str]
 
 
-@implementer(IAppHandler)
+@implementer(IAppHandler, IRecordingObserver, IHandlerService)
 class NotifyHandler:
     """One application's callbacks.  See the module docstring and docs/handlers.md."""
 
@@ -602,6 +602,15 @@ class NotifyHandler:
         fields = _with_args(fields, getattr(done, "args", None) or {})[0]
         self._fire("on_record_done", url, fields, None, what=f"{done.app}/{done.name} {done.path}")
         return None
+
+    # -- IHandlerService ------------------------------------------------------------------------
+
+    def start_service(self) -> None:
+        return None
+
+    def stop_service(self) -> defer.Deferred:
+        """The server stops: close the pooled keep-alive connections to the backends."""
+        return self.caller.close()
 
     def _fire(self, setting: str, url: str, fields, event, what: str | None = None) -> None:
         """A call whose answer changes nothing (nginx-rtmp ignores it too): failures are logged."""

@@ -48,7 +48,15 @@ from rtmpserver.codec import amf0
 from rtmpserver.codec.amftypes import ECMAArray
 from rtmpserver.errors import ConfigError, FLVError, LocalProtocolError, RemoteProtocolError
 from rtmpserver.hub import AUDIO, DATA, VIDEO, LiveStream
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory, IMediaSink
+from rtmpserver.interfaces import (
+    IAppHandler,
+    IAppHandlerFactory,
+    IHandlerService,
+    IMediaSink,
+    IRecording,
+    IRecordingController,
+    IRecordingSource,
+)
 from rtmpserver.media.codecs import parse_audio_specific_config, parse_avc_decoder_config, parse_sps_dimensions
 from rtmpserver.media.flv import (
     FLV_HEADER_SIZE,
@@ -618,7 +626,7 @@ class _File:
             os.close(fd)
 
 
-@implementer(IMediaSink)
+@implementer(IMediaSink, IRecording)
 class Recorder:
     """Records one publish of one stream; detaches itself when the publisher leaves.
 
@@ -915,13 +923,14 @@ class Recorder:
 # --------------------------------------------------------------------------- the handler
 
 
-@implementer(IAppHandler)
+@implementer(IAppHandler, IRecordingController, IRecordingSource, IHandlerService)
 class RecordHandler:
     """Starts a ``Recorder`` for each publish (modes all/audio/video/keyframes) or on request.
 
     ``on_record_done`` is a list of callables, each called with a ``RecordingDone`` for every
-    finished file (the notify handler's ``on_record_done`` hangs off it).  Callback errors are
-    logged and never reach the media path.
+    finished file; ``add_observer`` hangs an ``IRecordingObserver`` (the notify handler's
+    ``on_record_done``) off it.  Callback errors are logged and never reach the media path.
+    When the server stops (``IHandlerService.stop``) every file still open is finished.
     """
 
     _log = Logger()
@@ -997,6 +1006,17 @@ class RecordHandler:
         for recorder in list(self.recorders.values()):
             recorder.stop(reason)
 
+    # -- IRecordingSource, IHandlerService ------------------------------------------------------
+
+    def add_observer(self, observer: Any) -> None:
+        self.on_record_done.append(observer.recording_done)
+
+    def start_service(self) -> None:
+        return None
+
+    def stop_service(self) -> None:
+        self.stop_all("shutdown")
+
     # -- internals ----------------------------------------------------------------------------
 
     def _attach(self, stream: LiveStream, mode: str, session: Any, args: Mapping[str, str] | None) -> Recorder:
@@ -1034,12 +1054,7 @@ class RecordFactory:
 
     def build(self, settings, context):
         parsed = parse_settings(settings, context)
-        handler = RecordHandler(parsed, context)
-        reactor = getattr(context, "reactor", None)
-        if parsed.mode != "off" and reactor is not None and hasattr(reactor, "addSystemEventTrigger"):
-            # Finish files with their final metadata before connections are torn down.
-            reactor.addSystemEventTrigger("before", "shutdown", handler.stop_all)
-        return handler
+        return RecordHandler(parsed, context)
 
 
 factory = RecordFactory()

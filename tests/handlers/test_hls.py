@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from rtmpserver import config as configmod
 from rtmpserver.errors import ConfigError
+from rtmpserver.http.hls import hls_routes
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
@@ -30,7 +31,7 @@ def make(extra=""):
         "t.ini",
     )
     f = RTMPServerFactory(cfg, Clock())
-    return f, RootResource(f, cfg.http["main"], f.hub.services.get("hls"))
+    return f, RootResource(f, cfg.http["main"], hls_routes(f.chains))
 
 
 def publish_capture(f, name="cam", repeat=1):
