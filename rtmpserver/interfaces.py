@@ -7,7 +7,7 @@ class IMediaSink(Interface):
     """Something a live stream fans out to: a player, a recorder, an HLS segmenter, an HTTP-FLV client.
 
     Sinks are called synchronously from the publisher's data path, so they must be quick and must
-    never block: buffering and dropping are the sink's own business (bounded, see ARCHITECTURE.md).
+    never block: buffering and dropping are the sink's own business (bounded).
     """
 
     def stream_started(stream):

@@ -312,13 +312,13 @@ def test_unreadable_file(tmp_path):
 
 def test_unreadable_permissions(tmp_path, monkeypatch):
     # chmod 0 does not stop root (CI runs as root), so the OS refusal is simulated where the
-    # module opens the file: what is checked is that the OS's reason reaches the message.
+    # file is opened (rtmpserver.settings.read_bounded): what is checked is that the OS's reason reaches the message.
     path = write(tmp_path, MINIMAL)
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(config, "open", refuse, raising=False)
+    monkeypatch.setattr(config._settings, "open", refuse, raising=False)  # rtmpserver.settings reads it
     with pytest.raises(ConfigError, match=re.escape(f"{path}: cannot read config file: Permission denied")):
         config.load(str(path))
 
