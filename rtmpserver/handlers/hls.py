@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError, RemoteProtocolError
+from rtmpserver.errors import RemoteProtocolError
 from rtmpserver.interfaces import (
     IAppHandler,
     IAppHandlerFactory,
@@ -22,6 +22,7 @@ from rtmpserver.interfaces import (
     IMediaSink,
 )
 from rtmpserver.media.hls import HLSSegmenter
+from rtmpserver.settings import Section, boolean, integer, seconds
 
 __all__ = ["HLSRegistry", "HLSSink", "HLSHandler", "factory"]
 
@@ -150,30 +151,14 @@ class HLSHandlerFactory:
     description = "HLS (MPEG-TS segments, in memory) for every stream published to the app"
 
     def build(self, settings, context):
-        where = f"{context.server.path}: [app:{context.app.name}]"
-        values = {"fragment": "2", "window": "5", "endlist": "yes", "linger": "30"}
-        for key, value in settings.items():
-            if key not in values:
-                raise ConfigError(f"{where} hls.{key}: unknown key (known: {', '.join(values)})")
-            values[key] = value
-        try:
-            fragment = float(values["fragment"])
-            if not 0.5 <= fragment <= 60:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} hls.fragment: expected seconds from 0.5 to 60, got '{values['fragment']}'") from None
-        if not values["window"].isdigit() or not 1 <= int(values["window"]) <= 100:
-            raise ConfigError(f"{where} hls.window: expected a number of segments from 1 to 100, got '{values['window']}'")
-        endlist = values["endlist"].lower()
-        if endlist not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
-            raise ConfigError(f"{where} hls.endlist: expected yes or no, got '{values['endlist']}'")
-        try:
-            linger = float(values["linger"])
-            if not 0 <= linger <= 3600:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} hls.linger: expected seconds from 0 to 3600, got '{values['linger']}'") from None
-        return HLSHandler(HLSRegistry(), context.clock, fragment, int(values["window"]), endlist in ("yes", "true", "on", "1"), linger)
+        section = Section.for_handler(self.name, settings, context)
+        values = section.convert({
+            "fragment": (seconds(0.5, 60.0), "2"),
+            "window": (integer(1, 100, "a number of segments"), "5"),
+            "endlist": (boolean, "yes"),
+            "linger": (seconds(0.0, 3600.0, allow_zero=True), "30"),
+        })
+        return HLSHandler(HLSRegistry(), context.clock, values["fragment"], values["window"], values["endlist"], values["linger"])
 
 
 factory = HLSHandlerFactory()

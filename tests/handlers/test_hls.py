@@ -96,9 +96,13 @@ def test_unknown_or_hostile_paths_are_404(path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("hls.fragment = 0", "hls.fragment: expected seconds"),
+    ("hls.fragment = 0", "hls.fragment: expected a number of seconds from 0.5 to 60"),
+    # The same number rules as the rest of the config file (docs/configuration.md "Types").
+    ("hls.fragment = 1e0", "hls.fragment: expected a number of seconds"),
+    ("hls.linger = -1", "hls.linger: expected a number of seconds >= 0 and <= 3600"),
     ("hls.window = many", "hls.window: expected a number"),
-    ("hls.endlist = maybe", "hls.endlist: expected yes or no"),
+    ("hls.window = \u00b2", "hls.window: expected a number of segments from 1 to 100"),
+    ("hls.endlist = maybe", "hls.endlist: expected yes/no, true/false, on/off or 1/0"),
     ("hls.colour = red", "hls.colour: unknown key"),
 ])
 def test_bad_settings_stop_startup(line, message):

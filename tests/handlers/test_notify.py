@@ -222,7 +222,7 @@ def test_bad_urls_name_the_key(value, expected):
     assert expected in msg and msg.endswith(f", got '{value}'")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "301", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "301", "", "1e1"])
 def test_bad_timeout(value):
     with pytest.raises(ConfigError, match=r"^<string>: \[app:live\] notify\.timeout: expected a number of seconds > 0"):
         build({"timeout": value})
@@ -239,7 +239,8 @@ def test_timeout_must_be_shorter_than_handler_timeout():
 def test_bad_method_and_unknown_key():
     with pytest.raises(ConfigError, match=r"notify\.method: expected 'post' or 'get', got 'put'"):
         build({"method": "put"})
-    with pytest.raises(ConfigError, match=r"notify\.on_pubish: unknown key \(did you mean 'on_publish'\?\), got 'http://h/'"):
+    # Like every other section: an unknown key's value is not echoed (it may be a misspelt secret).
+    with pytest.raises(ConfigError, match=r"notify\.on_pubish: unknown key \(did you mean 'on_publish'\?\)$"):
         build({"on_pubish": "http://h/"})
     with pytest.raises(ConfigError, match=r"notify\.zzz: unknown key \(known keys: on_connect, "):
         build({"zzz": "1"})

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from rtmpserver.handlers.auth._common import (
     MAX_FILE_BYTES,
 )
+from rtmpserver.settings import FileTooLarge, read_bounded
 
 
 class FileProblem(Exception):
@@ -44,12 +45,11 @@ class WatchedFile:
 
     def _read(self) -> Any:
         try:
-            with open(self.path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
+            data = read_bounded(self.path, MAX_FILE_BYTES)
+        except FileTooLarge:
+            raise FileProblem(f"{self.path}: larger than {MAX_FILE_BYTES} bytes") from None
         except OSError as e:
             raise FileProblem(f"{self.path}: cannot read: {e.strerror or e}") from None
-        if len(data) > MAX_FILE_BYTES:
-            raise FileProblem(f"{self.path}: larger than {MAX_FILE_BYTES} bytes")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,41 +35,31 @@ from rtmpserver.handlers.auth.passwords import (
     parse_users_file,
 )
 from rtmpserver.interfaces import IAppHandlerFactory
+from rtmpserver.settings import Section, boolean
 
 _KNOWN = (
     "publish", "play", "publish_keys", "publish_keys_file", "stream_keys", "play_keys", "play_keys_file",
     "secret", "secret_file", "bind_ip", "users_file",
 )
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-
-
-def _show(text: str, limit: int = 60) -> str:
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text}'"
 
 
 class _Settings:
     """Reads one app's ``auth.*`` keys, every problem a ConfigError naming file, app and key."""
 
     def __init__(self, settings: Mapping[str, str], context: Any) -> None:
+        self.section = Section.for_handler("auth", settings, context)
         self.s = dict(settings)
-        self.where = f"{context.server.path}: [app:{context.app.name}] auth"
-        self.base = os.path.dirname(os.path.abspath(context.server.path))
+        self.where = f"{self.section.where} auth"
+        self.base = self.section.base_dir
 
     def error(self, key: str, expected: str, value: str | None = None, secret: bool = False) -> ConfigError:
         """``<path>: [app:<app>] auth.<key>: <expected>, got '<value>'``; a secret's value is
         never shown (the message goes to the terminal and to logs)."""
-        if value is None:
-            value = self.s.get(key, "")
-        shown = f"a value of {len(value)} characters (not shown: it is secret)" if secret else _show(value)
-        return ConfigError(f"{self.where}.{key}: {expected}, got {shown}")
+        return self.section.error(key, expected, self.s.get(key, "") if value is None else value, secret=secret)
 
     def unused(self, key: str, why: str) -> ConfigError:
         # Settings that nothing checks look like protection and are none: refuse to start.
-        return ConfigError(f"{self.where}.{key}: is set, but {why}; remove it or enable the check")
+        return self.section.problem(key, f"is set, but {why}; remove it or enable the check")
 
     def modes(self, key: str, default: str) -> tuple[str, ...]:
         text = self.s.get(key, default)
@@ -83,10 +72,9 @@ class _Settings:
         return tuple(words)
 
     def path(self, key: str) -> str:
-        text = self.s[key]
-        if not text:
+        if not self.s[key]:
             raise self.error(key, "expected a file name")
-        return os.path.join(self.base, text)
+        return self.section.path(key)
 
     def watched(self, key: str, parse: Callable[[str, str], Any], empty: Any) -> WatchedFile:
         wf = WatchedFile(self.path(key), parse, empty)
@@ -142,15 +130,12 @@ class _Settings:
             key = "secret"
         elif "secret_file" in self.s:
             key = "secret_file"
-            path = self.path(key)
+            self.path(key)  # an empty name is "expected a file name"
+            filename, data = self.section.read(key, MAX_FILE_BYTES)
             try:
-                with open(path, "rb") as f:
-                    data = f.read(MAX_FILE_BYTES + 1)
                 value = data.decode("utf-8").strip()
-            except OSError as e:
-                raise ConfigError(f"{self.where}.{key}: cannot read {path}: {e.strerror or e}") from None
             except UnicodeDecodeError:
-                raise ConfigError(f"{self.where}.{key}: {path} is not UTF-8 text") from None
+                raise ConfigError(f"{self.where}.{key}: {filename} is not UTF-8 text") from None
         else:
             return None
         if len(value) < MIN_SECRET_LENGTH:
@@ -158,12 +143,7 @@ class _Settings:
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        if key not in self.s:
-            return default
-        try:
-            return _BOOLEANS[self.s[key].lower()]
-        except KeyError:
-            raise self.error(key, "expected yes/no, true/false, on/off or 1/0") from None
+        return self.section.get(key, boolean, "yes" if default else "no")
 
 
 @implementer(IAppHandlerFactory, IPlugin)
@@ -173,9 +153,7 @@ class AuthFactory:
 
     def build(self, settings: Mapping[str, str], context: Any) -> AuthHandler:
         cfg = _Settings(settings, context)
-        for key in settings:
-            if key not in _KNOWN:
-                raise ConfigError(f"{cfg.where}.{key}: unknown key (known keys: {', '.join(_KNOWN)})")
+        cfg.section.check_known(_KNOWN)
         modes = {"publish": cfg.modes("publish", "key"), "play": cfg.modes("play", "none")}
         uses = {m: [a for a in modes if m in modes[a]] for m in MODES}
 
