@@ -5,7 +5,6 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import datetime
-import os
 import re
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def make_cert(directory: Path, stem: str = "server", *, combined: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -379,7 +378,7 @@ SECTION_OF = {**{k: "server" for k in config._SERVER_KEYS}, **{k: "limits" for k
 
 
 def with_value(key: str, value: str) -> str:
-    return (f"[server]\nlisten = tcp:1935\n[limits]\n[app:live]\n"
+    return ("[server]\nlisten = tcp:1935\n[limits]\n[app:live]\n"
             .replace(f"[{SECTION_OF[key]}]\n", f"[{SECTION_OF[key]}]\n{key} = {value}\n"))
 
 

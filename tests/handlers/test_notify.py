@@ -9,7 +9,8 @@ import types
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -30,7 +31,14 @@ from rtmpserver.errors import ConfigError, Rejected
 from rtmpserver.handlers import notify
 from rtmpserver.handlers.live import factory as live_factory
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
-from rtmpserver.requests import ConnectRequest, HandlerContext, PlayRequest, PublishRequest, SessionView, StreamClosed
+from rtmpserver.requests import (
+    ConnectRequest,
+    HandlerContext,
+    PlayRequest,
+    PublishRequest,
+    SessionView,
+    StreamClosed,
+)
 
 HOOK = "http://backend.example:8080/hook"
 
@@ -594,7 +602,8 @@ def test_record_done_fields():
 
 
 def test_record_done_hangs_off_the_record_handlers_callbacks():
-    from rtmpserver.handlers.record import RecordingDone, factory as record_factory
+    from rtmpserver.handlers.record import RecordingDone
+    from rtmpserver.handlers.record import factory as record_factory
 
     h, agent, _ = make(urls={"on_record_done": "http://b/rec"})
     rec = record_factory.build({"path": "/tmp/rec/{app}-{name}-{time}.flv"}, context())
