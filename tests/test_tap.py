@@ -106,3 +106,17 @@ def test_missing_handler_plugin_is_a_usage_error(tmp_path):
     path.write_text(GOOD.replace("[app:live]", "[app:live]\nhandlers = nosuch"))
     with pytest.raises(usage.UsageError, match=r"\[app:live\] handlers: no handler named 'nosuch'"):
         tap.Options().parseOptions(["--config", str(path)])
+
+
+def test_parts_are_composed_once_while_parsing_and_reused(tmp_path, monkeypatch):
+    path = tmp_path / "s.ini"
+    path.write_text(GOOD)
+    composed = []
+    real_compose = tap.service.compose
+    monkeypatch.setattr(tap.service, "compose", lambda *a: composed.append(a) or real_compose(*a))
+    options = tap.Options()
+    options.parseOptions(["-c", str(path)])
+    root = tap.makeService(options)
+    assert len(composed) == 1
+    assert root.factory is options.components.factory
+    assert root.factory.chains is options.components.chains

@@ -757,3 +757,23 @@ def test_real_http_through_the_chain():
     loop.pump()
     assert [r[1] for r in loop.backend.requests] == [b"/p", b"/pd"]
     assert loop.backend.requests[1][2]["call"] == ["publish_done"] and loop.backend.requests[1][2]["name"] == ["key"]
+
+
+def test_server_stop_closes_the_pooled_connections():
+    from rtmpserver.interfaces import IHandlerService, IRecordingObserver
+
+    h, _, clock = make()
+    verifyObject(IHandlerService, h)
+    verifyObject(IRecordingObserver, h)
+    assert h.start_service() is None
+    closed = []
+
+    class Pool:
+        def closeCachedConnections(self):
+            closed.append(True)
+            return defer.succeed(None)
+
+    h.caller.pool = Pool()
+    results = []
+    h.stop_service().addCallback(results.append)
+    assert closed == [True] and results == [None]

@@ -204,3 +204,27 @@ def test_record_done_is_logged_with_fields(tmp_path):
     assert len(events) == 1
     e = events[0]
     assert (e["app"], e["name"], e["path"], e["size"], e["reason"]) == ("live", "cam", rec.paths[0], done[0].size, "stopped")
+
+
+def test_server_stop_finishes_open_files_with_reason_shutdown(tmp_path):
+    from zope.interface.verify import verifyObject
+
+    from rtmpserver.interfaces import (
+        IHandlerService,
+        IRecordingController,
+        IRecordingSource,
+    )
+
+    handler, hub = make_handler(tmp_path)
+    for iface in (IHandlerService, IRecordingController, IRecordingSource):
+        verifyObject(iface, handler)
+    done = []
+    handler.on_record_done.append(done.append)
+    stream, _ = publish_through(handler, hub, publish_request())
+    send_headers(stream)
+    send_loops(stream, 1)
+    assert handler.start_service() is None
+    assert handler.stop_service() is None
+    assert [d.reason for d in done] == ["shutdown"]
+    assert metadata_of(tags_of(done[0].path))["duration"] > 0.9
+    stream.stop()
