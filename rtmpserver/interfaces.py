@@ -77,11 +77,11 @@ class IHandlerService(Interface):
     """Optional for a handler: it owns something that lives as long as the server (an HTTP
     connection pool, open recording files).  The service that runs the server calls
     ``start_service`` when it starts and ``stop_service`` when it stops, after every session has
-    ended (or the shutdown timeout passed); either may return a Deferred, which the server waits
-    for, bounded by the same timeout."""
+    ended (or the shutdown timeout passed).  ``stop_service`` may return a Deferred, which the
+    server waits for, bounded by the same timeout; a failure of either is logged."""
 
     def start_service():
-        """The server is starting; returns None or a Deferred."""
+        """The server is starting; returns None or a Deferred (not waited for)."""
 
     def stop_service():
         """The server is stopping and no session is left; release everything. None or a Deferred."""

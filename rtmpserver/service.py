@@ -2,9 +2,9 @@
 
 ``compose`` builds the parts (``twistd rtmp`` does it while parsing options, so a bad handler
 setting stops startup before any port opens) and ``makeService`` puts them in one MultiService
-holding a strports listener per configured endpoint.  Listening is configuration: each ``[server] listen`` line becomes a
-``strports.service`` child, so tcp:, tcp6: and ssl: are the same code path and tests can pass a
-MemoryReactor. Stopping is ordered: players are told the stream ended (StreamEOF/UnpublishNotify)
+holding a strports listener per configured endpoint.  Listening is configuration: each
+``[server] listen`` line becomes a ``strports.service`` child, so tcp:, tcp6: and ssl: are the
+same code path and tests can pass a MemoryReactor. Stopping is ordered: players are told the stream ended (StreamEOF/UnpublishNotify)
 while their connections are still up; then handlers that provide ``IHandlerService`` release
 what they hold (notify's HTTP pool, record's open files), and only then do the listeners go away.
 twistd waits for the Deferred that ``stopService`` returns, so SIGTERM ends every session cleanly.
