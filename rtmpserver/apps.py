@@ -10,7 +10,8 @@ auth) silently absent.  ``getPlugins`` only logs a plugin module that fails to i
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.plugin import getCache, getPlugins
@@ -21,12 +22,23 @@ from zope.interface.verify import verifyObject
 from rtmpserver.chain import Chain
 from rtmpserver.config import ServerConfig
 from rtmpserver.errors import ConfigError
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.interfaces import (
+    IAppHandler,
+    IAppHandlerFactory,
+    IHandlerService,
+    IHLSProvider,
+    IRecordingController,
+    IRecordingObserver,
+    IRecordingSource,
+)
 from rtmpserver.requests import HandlerContext
 
-__all__ = ["discover", "build_chains", "Discovered"]
+__all__ = ["discover", "build_chains", "providers", "Discovered"]
 
 _log = Logger()
+
+# Interfaces a handler may provide besides IAppHandler: checked with verifyObject when it loads.
+_OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider)
 
 
 class Discovered(dict):
@@ -126,10 +138,13 @@ def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None
                 raise
             except Exception as e:
                 raise ConfigError(f"{where}: handler {name!r} failed to start: {e!r}") from e
-            try:
-                verifyObject(IAppHandler, handler)
-            except Invalid as e:
-                raise ConfigError(f"{where}: handler {name!r} built an object that is not an IAppHandler: {e}") from None
+            for iface in (IAppHandler, *_OPTIONAL):
+                if iface is IAppHandler or iface.providedBy(handler):
+                    try:
+                        verifyObject(iface, handler)
+                    except Invalid as e:
+                        raise ConfigError(
+                            f"{where}: handler {name!r} built an object that is not an {iface.__name__}: {e}") from None
             built.append((name, handler))
         _connect_record_done(built)
         chains[app.name] = Chain(app.name, built, clock, app.handler_timeout)
@@ -137,9 +152,16 @@ def build_chains(config: ServerConfig, hub: Any, clock: Any, reactor: Any = None
 
 
 def _connect_record_done(built: list[tuple[str, Any]]) -> None:
-    """notify's on_record_done needs to hear from record in the same app (nginx-rtmp's on_record_done)."""
-    sources = [h for _, h in built if isinstance(getattr(h, "on_record_done", None), list)]
-    sinks = [h.recording_done for _, h in built if callable(getattr(h, "recording_done", None))]
-    for source in sources:
-        for sink in sinks:
-            source.on_record_done.append(sink)
+    """Every IRecordingObserver of an app (notify's on_record_done) hears from every
+    IRecordingSource of the same app (record), like nginx-rtmp's on_record_done."""
+    handlers = [h for _, h in built]
+    for source in handlers:
+        if IRecordingSource.providedBy(source):
+            for observer in handlers:
+                if IRecordingObserver.providedBy(observer):
+                    source.add_observer(observer)
+
+
+def providers(chains: Mapping[str, Chain], iface: Any) -> list[tuple[str, Any]]:
+    """(app name, handler) for every handler of every chain that provides ``iface``, in order."""
+    return [(app, h) for app, chain in chains.items() for _, h in chain.handlers if iface.providedBy(h)]

@@ -9,22 +9,23 @@ start with a silently ignored setting (a typo in a limit would otherwise leave t
 TLS listeners are checked here, not when the port opens: a missing or mismatched key/cert is a
 configuration mistake and has to be reported before twistd daemonizes, in the same one-line form.
 
-This module never imports the reactor (house rule: only service.py/tap.py do, inside functions).
+This module never imports the reactor (only service.py and tap.py do, inside functions).
 """
 
 from __future__ import annotations
 
 import configparser
-import difflib
 import ipaddress
-import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
+from rtmpserver import settings as _settings
 from rtmpserver.errors import ConfigError
+from rtmpserver.settings import Invalid, boolean, choice, integer, number, seconds, size
 
 __all__ = [
     "AppConfig",
@@ -41,7 +42,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one peer may make us hold or wait for (house rule 3)."""
+    """Bounds on what one peer may make us hold or wait for."""
 
     handshake_timeout: float
     idle_timeout: float
@@ -122,19 +123,10 @@ class ServerConfig:
 
 
 # --- value converters ------------------------------------------------------------------------
-# Each converter takes the stripped text and returns the value or raises _Bad(expectation); the
-# caller turns that into "<file>: [<section>] <key>: expected <expectation>, got '<text>'".
-
-
-class _Bad(Exception):
-    """A value that does not fit its key; the argument says what was expected."""
-
+# The shared ones live in rtmpserver.settings (handlers use the same); the caller turns Invalid
+# into "<file>: [<section>] <key>: expected <expectation>, got '<text>'".
 
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
-# No sign, no exponent, no inf/nan: a config value is a plain decimal (config.md "Types").
-_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
-             "no": False, "false": False, "off": False, "0": False}
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*", re.ASCII)
 
@@ -145,78 +137,21 @@ _MAX_MESSAGE = 0xFFFFFF
 _MAX_U31 = 0x7FFFFFFF
 
 
-def _int(low: int, high: int, unit: str = "an integer") -> Callable[[str], int]:
-    expectation = f"{unit} from {low} to {high}"
-
-    def convert(text: str) -> int:
-        if not _DIGITS.fullmatch(text):
-            raise _Bad(expectation)
-        value = int(text)
-        if not low <= value <= high:
-            raise _Bad(expectation)
-        return value
-
-    return convert
-
-
-def _size(low: int, high: int) -> Callable[[str], int]:
-    return _int(low, high, "a size in bytes")
-
-
-def _number(expectation: str, allow_zero: bool, high: float | None = None) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        if not _DECIMAL.fullmatch(text):
-            raise _Bad(expectation)
-        value = float(text)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise _Bad(expectation)
-        if high is not None and value > high:
-            raise _Bad(expectation)
-        return value
-
-    return convert
-
-
-def _seconds(allow_zero: bool = False) -> Callable[[str], float]:
-    return _number("a number of seconds >= 0" if allow_zero else "a number of seconds > 0", allow_zero)
-
-
-def _bool(text: str) -> bool:
-    try:
-        return _BOOLEANS[text.lower()]
-    except KeyError:
-        raise _Bad("yes/no, true/false, on/off or 1/0") from None
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    expectation = " | ".join(choices)
-
-    def convert(text: str) -> str:
-        if text not in choices:
-            raise _Bad(f"one of {expectation}")
-        return text
-
-    return convert
-
-
-def _server_name(text: str) -> str:
-    if not text or len(text) > 256 or not text.isprintable():
-        raise _Bad("a non-empty printable name of at most 256 characters")
-    return text
+_server_name = _settings.printable(256)
 
 
 def _handlers(text: str) -> tuple[str, ...]:
-    # Order matters: it is the chain order (ARCHITECTURE.md "Plugins"), so keep it as written.
+    # Order matters: it is the chain order (docs/plugins.md), so keep it as written.
     names = [n for n in re.split(r"[,\s]+", text) if n]
     if not names:
-        raise _Bad("a comma-separated list of handler names")
+        raise Invalid("a comma-separated list of handler names")
     for name in names:
         if not _HANDLER.fullmatch(name):
-            raise _Bad(f"a comma-separated list of handler names ({name!r} is not a name)")
+            raise Invalid(f"a comma-separated list of handler names ({name!r} is not a name)")
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise _Bad(f"each handler once ({name!r} is listed twice)")
+            raise Invalid(f"each handler once ({name!r} is listed twice)")
         seen.add(name)
     return tuple(names)
 
@@ -227,66 +162,66 @@ def _handlers(text: str) -> tuple[str, ...]:
 
 _SERVER_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "name": (_server_name, "rtmpserver"),
-    "out_chunk_size": (_size(1, _MAX_MESSAGE), "4096"),
-    "window_ack_size": (_size(1, _MAX_U31), "2500000"),
-    "peer_bandwidth": (_size(1, _MAX_U31), "2500000"),
-    "access_log": (_bool, "yes"),
+    "out_chunk_size": (size(1, _MAX_MESSAGE), "4096"),
+    "window_ack_size": (size(1, _MAX_U31), "2500000"),
+    "peer_bandwidth": (size(1, _MAX_U31), "2500000"),
+    "access_log": (boolean, "yes"),
 }
 
 _LIMIT_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "handshake_timeout": (_seconds(), "10"),
-    "idle_timeout": (_seconds(), "60"),
-    "ping_interval": (_seconds(allow_zero=True), "30"),
-    "max_message_size": (_size(1, _MAX_MESSAGE), "16777215"),
-    "max_partial_bytes": (_size(1, 2**40), "33554432"),
+    "handshake_timeout": (seconds(), "10"),
+    "idle_timeout": (seconds(), "60"),
+    "ping_interval": (seconds(allow_zero=True), "30"),
+    "max_message_size": (size(1, _MAX_MESSAGE), "16777215"),
+    "max_partial_bytes": (size(1, 2**40), "33554432"),
     # csids 2..65599 exist (RTMP 1.0 5.3.1.1), so at most 65598 can be mid-message at once.
-    "max_partial_csids": (_int(1, 65598), "64"),
+    "max_partial_csids": (integer(1, 65598), "64"),
     # A recursive AMF decoder must stay well below Python's default recursion limit of 1000.
-    "max_amf_depth": (_int(1, 256), "32"),
-    "max_streams_per_connection": (_int(1, 65535), "8"),
+    "max_amf_depth": (integer(1, 256), "32"),
+    "max_streams_per_connection": (integer(1, 65535), "8"),
     # An AMF0 string is at most 65535 bytes; a longer name could only come as a long string.
-    "max_stream_name_length": (_size(1, 65535), "256"),
-    "max_connections": (_int(1, 10_000_000), "10000"),
-    "max_connections_per_ip": (_int(1, 10_000_000), "64"),
+    "max_stream_name_length": (size(1, 65535), "256"),
+    "max_connections": (integer(1, 10_000_000), "10000"),
+    "max_connections_per_ip": (integer(1, 10_000_000), "64"),
 }
 
 _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "handlers": (_handlers, "live"),
-    "gop_cache": (_bool, "yes"),
-    "gop_cache_max_frames": (_int(1, 10_000_000), "600"),
-    "gop_cache_max_bytes": (_size(1, 2**40), "16777216"),
-    "publisher_clash": (_choice("reject", "takeover", "auto"), "auto"),
-    "publisher_stale_timeout": (_seconds(), "5"),
-    "player_backlog_bytes": (_size(1, 2**40), "4194304"),
-    "player_backlog_time": (_seconds(), "3"),
-    # More than a second of merging is no longer "a few milliseconds of latency" (ARCHITECTURE.md).
-    "write_merge_ms": (_number("a number of milliseconds from 0 to 1000", True, 1000.0), "0"),
-    # A handler hook that neither proceeds nor rejects in this time fails closed (ARCHITECTURE.md).
-    "handler_timeout": (_seconds(), "10"),
+    "gop_cache": (boolean, "yes"),
+    "gop_cache_max_frames": (integer(1, 10_000_000), "600"),
+    "gop_cache_max_bytes": (size(1, 2**40), "16777216"),
+    "publisher_clash": (choice("reject", "takeover", "auto"), "auto"),
+    "publisher_stale_timeout": (seconds(), "5"),
+    "player_backlog_bytes": (size(1, 2**40), "4194304"),
+    "player_backlog_time": (seconds(), "3"),
+    # More than a second of merging is no longer "a few milliseconds of latency".
+    "write_merge_ms": (number("a number of milliseconds from 0 to 1000", 0.0, 1000.0), "0"),
+    # A handler hook that neither proceeds nor rejects in this time fails closed (docs/plugins.md).
+    "handler_timeout": (seconds(), "10"),
 }
 
 def _token(text: str) -> str:
     if text and (len(text) < 16 or not text.isprintable() or " " in text):
-        raise _Bad("a secret of at least 16 printable characters without spaces (or nothing)")
+        raise Invalid("a secret of at least 16 printable characters without spaces (or nothing)")
     return text
 
 
 _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "hls": (_bool, "yes"),
-    "flv": (_bool, "yes"),
-    "stat": (_bool, "yes"),
-    "api": (_bool, "yes"),
-    "metrics": (_bool, "yes"),
-    "control": (_bool, "no"),
+    "hls": (boolean, "yes"),
+    "flv": (boolean, "yes"),
+    "stat": (boolean, "yes"),
+    "api": (boolean, "yes"),
+    "metrics": (boolean, "yes"),
+    "control": (boolean, "no"),
     "token": (_token, ""),
     "cors": (_server_name, "*"),
-    "max_flv_clients": (_int(0, 10_000_000), "1000"),
-    "hls_viewer_timeout": (_seconds(), "30"),
-    "max_hls_viewers": (_int(0, 10_000_000), "10000"),
-    "max_connections": (_int(1, 10_000_000), "1000"),
-    "max_connections_per_ip": (_int(1, 10_000_000), "32"),
-    "header_timeout": (_seconds(), "10"),
-    "max_flv_clients_per_ip": (_int(0, 10_000_000), "8"),
+    "max_flv_clients": (integer(0, 10_000_000), "1000"),
+    "hls_viewer_timeout": (seconds(), "30"),
+    "max_hls_viewers": (integer(0, 10_000_000), "10000"),
+    "max_connections": (integer(1, 10_000_000), "1000"),
+    "max_connections_per_ip": (integer(1, 10_000_000), "32"),
+    "header_timeout": (seconds(), "10"),
+    "max_flv_clients_per_ip": (integer(0, 10_000_000), "8"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"
@@ -305,18 +240,17 @@ def default_app(name: str) -> AppConfig:
 # --- reading ----------------------------------------------------------------------------------
 
 # A config file is a few kilobytes; a bound keeps a wrong path (/dev/zero) from eating memory.
-_MAX_FILE_BYTES = 1 << 20
+_MAX_FILE_BYTES = _settings.DEFAULT_FILE_LIMIT
 
 
 def load(path: str) -> ServerConfig:
     """Read and check the file at ``path``; relative TLS paths are resolved against its directory."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE_BYTES + 1)
+        data = _settings.read_bounded(path, _MAX_FILE_BYTES)
+    except _settings.FileTooLarge:
+        raise ConfigError(f"{path}: config file is larger than {_MAX_FILE_BYTES} bytes") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: config file is larger than {_MAX_FILE_BYTES} bytes")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -489,34 +423,10 @@ def _convert_section(
     keys: Mapping[str, tuple[Callable[[str], Any], str]],
     extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, raw in items.items():
-        if key not in keys:
-            raise ConfigError(f"{path}: [{section}] {key}: unknown key{_suggest(key, [*keys, *extra])}")
-        convert = keys[key][0]
-        text = raw.strip()
-        try:
-            values[key] = convert(text)
-        except _Bad as e:
-            raise ConfigError(f"{path}: [{section}] {key}: expected {e.args[0]}, got {_show(text)}") from None
-    for key, (convert, default) in keys.items():
-        values.setdefault(key, convert(default))
-    return values
+    return _settings.Section(f"{path}: [{section}]", items).convert(keys, extra)
 
 
-def _show(text: str, limit: int = 60) -> str:
-    """Quote a value for a one-line message: as written (no repr doubling of the backslashes
-    in endpoint strings), control characters escaped, long values cut."""
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text}'"
-
-
-def _suggest(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(candidates))})"
+_show = _settings.show
 
 
 # --- listeners --------------------------------------------------------------------------------
@@ -615,7 +525,7 @@ def _check_endpoint(where: str, description: str, base_dir: str) -> str:
     hint = " (write IPv6 addresses with escaped colons: interface=\\:\\:1)" if "interface=" in description else ""
     if len(positional) > len(params):
         raise ConfigError(f"{where}: too many ':'-separated arguments{hint}")
-    for name, value in zip(params, positional):
+    for name, value in zip(params, positional, strict=False):
         args[name] = value
     for segment in segments[1:]:
         if len(segment) == 2:
@@ -660,13 +570,11 @@ def _check_endpoint(where: str, description: str, base_dir: str) -> str:
 
 def _read_small(where: str, name: str, filename: str) -> bytes:
     try:
-        with open(filename, "rb") as f:
-            data = f.read(_MAX_FILE_BYTES + 1)
+        return _settings.read_bounded(filename, _MAX_FILE_BYTES)
+    except _settings.FileTooLarge:
+        raise ConfigError(f"{where}: {name}: {filename} is larger than {_MAX_FILE_BYTES} bytes") from None
     except OSError as e:
         raise ConfigError(f"{where}: {name}: cannot read {filename}: {e.strerror or e}") from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise ConfigError(f"{where}: {name}: {filename} is larger than {_MAX_FILE_BYTES} bytes")
-    return data
 
 
 def _openssl_reason(error: Exception) -> str:

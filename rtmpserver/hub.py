@@ -274,9 +274,6 @@ class Hub:
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], LiveStream] = {}
-        # Objects handlers share with other layers by name (e.g. "hls": the segmenters the HTTP
-        # site serves), so neither has to import the other.
-        self.services: dict[str, object] = {}
 
     def get(self, app: str, name: str) -> LiveStream | None:
         return self.streams.get((app, name))

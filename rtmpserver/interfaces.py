@@ -1,4 +1,4 @@
-"""Interfaces between the layers (plugins: docs/plugins.md)."""
+"""Interfaces between the layers: the contracts handlers, sinks and the server hold each other to (docs/plugins.md)."""
 
 from zope.interface import Attribute, Interface
 
@@ -216,3 +216,60 @@ class IRelayFeeder(Interface):
 
     def relay_down(reason):
         """The upstream connection is gone (a new one is being made while the relay is wanted)."""
+
+
+class IHandlerService(Interface):
+    """Optional for a handler: it owns something that lives as long as the server (an HTTP
+    connection pool, open recording files).  The service that runs the server calls
+    ``start_service`` when it starts and ``stop_service`` when it stops, after every session has
+    ended (or the shutdown timeout passed).  ``stop_service`` may return a Deferred, which the
+    server waits for, bounded by the same timeout; a failure of either is logged."""
+
+    def start_service():
+        """The server is starting; returns None or a Deferred (not waited for)."""
+
+    def stop_service():
+        """The server is stopping and no session is left; release everything. None or a Deferred."""
+
+
+class IRecordingController(Interface):
+    """A handler that records live streams on demand (``/control/record/start|stop``)."""
+
+    def start(stream):
+        """Start recording ``stream`` (a ``LiveStream`` or its name); returns an ``IRecording``.
+
+        Raises ``LookupError`` when there is no such live stream, ``ValueError`` when it cannot
+        be recorded now (e.g. already recording)."""
+
+    def stop(stream):
+        """Stop recording ``stream``; returns the path of the file that was written, or None."""
+
+
+class IRecording(Interface):
+    """One recording in progress."""
+
+    paths = Attribute("the files written so far, oldest first (a recording may be split)")
+
+
+class IRecordingObserver(Interface):
+    """Wants to hear about every finished recording file of its application (notify's ``on_record_done``)."""
+
+    def recording_done(done):
+        """``done`` is an ``rtmpserver.handlers.record.RecordingDone``. Must not raise."""
+
+
+class IRecordingSource(Interface):
+    """Announces finished recording files to observers in the same application."""
+
+    def add_observer(observer):
+        """Call ``observer.recording_done(done)`` (an ``IRecordingObserver``) for each finished file."""
+
+
+class IHLSProvider(Interface):
+    """What the HTTP site serves under ``/hls/<app>/``: a handler that segments its app's streams.
+
+    The site (``rtmpserver.http.viewers``) decides who may watch and serves the bytes; the
+    provider only says which segmenter holds a stream's playlist and segments."""
+
+    def segmenter(app, name):
+        """The ``rtmpserver.media.hls.HLSSegmenter`` of live stream ``app/name``, or None."""

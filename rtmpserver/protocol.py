@@ -237,22 +237,20 @@ class RTMPServerFactory(protocol.Factory):
     protocol = RTMPServerProtocol
     _log = Logger()
 
-    def __init__(self, config: ServerConfig, clock, chains=None) -> None:
+    def __init__(self, config: ServerConfig, clock, chains=None, hub: Hub | None = None, metrics=None) -> None:
+        # rtmpserver.service.compose builds hub and chains and passes them in; the defaults
+        # (a fresh hub, chains built without a reactor) are for tests and tools.
         self.config = config
         self.clock = clock
-        self.hub = Hub()
+        self.hub = hub if hub is not None else Hub()
         from rtmpserver.metrics import ServerMetrics
 
         # The handlers' metrics and /api annotations: one per server, read by every HTTP site.
-        self.metrics = ServerMetrics()
+        self.metrics = metrics if metrics is not None else ServerMetrics()
         if chains is None:
-            from twisted.internet.interfaces import IReactorTCP
-
             from rtmpserver.apps import build_chains
 
-            # The clock is the reactor in production; handlers that make network calls need it.
-            chains = build_chains(config, self.hub, clock, reactor=clock if IReactorTCP.providedBy(clock) else None,
-                                  metrics=self.metrics)
+            chains = build_chains(config, self.hub, clock, metrics=self.metrics)
         self.chains = chains
         self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()

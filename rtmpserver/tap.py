@@ -31,18 +31,17 @@ class Options(usage.Options):
     server_config: _config.ServerConfig | None = None
     parent = None  # set by twistd (usage.Options) when these are a subcommand's options
 
-    factory = None
+    components: service.Components | None = None
 
     def postOptions(self) -> None:
         try:
             self.server_config = _config.load(self["config"])
-            # Handler chains are built here too: a missing or misconfigured handler plugin is a
-            # configuration error and must stop startup the same way, before any port opens.
+            # The server's parts (hub, handler chains, factory) are composed here, once: a missing
+            # or misconfigured handler plugin is a configuration error and must stop startup the
+            # same way, before any port opens.  makeService then uses these very parts.
             from twisted.internet import reactor
 
-            from rtmpserver.protocol import RTMPServerFactory
-
-            self.factory = RTMPServerFactory(self.server_config, reactor)
+            self.components = service.compose(self.server_config, reactor)
         except ConfigError as e:
             if self.parent is not None:
                 sys.stderr.write(f"{e}\n")
@@ -55,4 +54,6 @@ def makeService(options: Options) -> IService:
     server_config = options.server_config
     if server_config is None:  # Options built without parseOptions (e.g. by a tool or test)
         server_config = _config.load(options["config"])
-    return service.makeService(server_config, factory=options.factory)
+    if options.components is not None:
+        return service.makeService(server_config, components=options.components)
+    return service.makeService(server_config)

@@ -216,3 +216,28 @@ def test_plugin_module_that_fails_to_import_is_named_with_its_error(tmp_path, mo
 
 def test_no_import_errors_when_every_plugin_loads():
     assert apps.discover().import_errors == {}
+
+
+def test_optional_interfaces_are_verified_when_a_handler_loads():
+    from zope.interface import implementer
+
+    from rtmpserver.interfaces import IAppHandler, IRecordingSource
+
+    @implementer(IAppHandler, IRecordingSource)
+    class Claims:  # says it is a recording source but has no add_observer
+        def connect(self, request, proceed):
+            return proceed(request)
+
+        publish = play = connect
+
+        def close_stream(self, event):
+            return None
+
+    class Factory:
+        name = "claims"
+
+        def build(self, settings, context):
+            return Claims()
+
+    with pytest.raises(ConfigError, match="'claims' built an object that is not an IRecordingSource"):
+        apps.build_chains(cfg("handlers = claims"), Hub(), Clock(), factories={"claims": Factory(), **apps.discover()})

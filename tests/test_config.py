@@ -5,7 +5,6 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import datetime
-import os
 import re
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def make_cert(directory: Path, stem: str = "server", *, combined: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -312,13 +311,13 @@ def test_unreadable_file(tmp_path):
 
 def test_unreadable_permissions(tmp_path, monkeypatch):
     # chmod 0 does not stop root (CI runs as root), so the OS refusal is simulated where the
-    # module opens the file: what is checked is that the OS's reason reaches the message.
+    # file is opened (rtmpserver.settings.read_bounded): what is checked is that the OS's reason reaches the message.
     path = write(tmp_path, MINIMAL)
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(config, "open", refuse, raising=False)
+    monkeypatch.setattr(config._settings, "open", refuse, raising=False)  # rtmpserver.settings reads it
     with pytest.raises(ConfigError, match=re.escape(f"{path}: cannot read config file: Permission denied")):
         config.load(str(path))
 
@@ -379,7 +378,7 @@ SECTION_OF = {**{k: "server" for k in config._SERVER_KEYS}, **{k: "limits" for k
 
 
 def with_value(key: str, value: str) -> str:
-    return (f"[server]\nlisten = tcp:1935\n[limits]\n[app:live]\n"
+    return ("[server]\nlisten = tcp:1935\n[limits]\n[app:live]\n"
             .replace(f"[{SECTION_OF[key]}]\n", f"[{SECTION_OF[key]}]\n{key} = {value}\n"))
 
 

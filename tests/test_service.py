@@ -188,7 +188,7 @@ def test_default_factory_is_the_protocol_factory(events, monkeypatch):
     made = []
 
     class RTMPServerFactory(FakeFactory):
-        def __init__(self, config, reactor):
+        def __init__(self, config, reactor, chains=None, hub=None, metrics=None):
             super().__init__(events)
             made.append((config, reactor))
 
@@ -209,3 +209,84 @@ def test_default_reactor_is_the_global_one(events):
     root = service.makeService(cfg("tcp:1935"), factory=FakeFactory(events))
     assert root._reactor is reactor
     assert list(root)[0].endpoint._reactor is reactor
+
+
+class Chain:
+    def __init__(self, *handlers):
+        self.handlers = [(f"h{i}", h) for i, h in enumerate(handlers)]
+
+
+def test_handler_services_start_with_the_server_and_stop_after_the_sessions(events):
+    from zope.interface import implementer
+
+    from rtmpserver.interfaces import IHandlerService
+
+    @implementer(IHandlerService)
+    class Pool:
+        def __init__(self):
+            self.stopped = defer.Deferred()
+
+        def start_service(self):
+            events.append("handler start")
+
+        def stop_service(self):
+            events.append("handler stop")
+            return self.stopped
+
+    pool = Pool()
+    reactor = Reactor(events)
+    factory = FakeFactory(events)
+    parts = service.Components(cfg("tcp:1935"), factory, hub=None, chains={"live": Chain(object(), pool)})
+    root = service.makeService(parts.config, reactor=reactor, components=parts)
+    assert root.handler_services == [pool]
+    root.startService()
+    assert events[0] == "handler start"
+    events.clear()
+    stopped = root.stopService()
+    assert events == ["shutdown"]
+    factory.shutdown_result.callback(None)
+    assert events == ["shutdown", "handler stop"]  # listeners wait for the handler too
+    pool.stopped.callback(None)
+    assert events == ["shutdown", "handler stop", "stop tcp *:1935"]
+    results = []
+    stopped.addCallback(results.append)
+    assert len(results) == 1  # stopService has fired
+
+
+def test_a_handler_that_never_stops_does_not_hold_shutdown(events):
+    from zope.interface import implementer
+
+    from rtmpserver.interfaces import IHandlerService
+
+    @implementer(IHandlerService)
+    class Stuck:
+        def start_service(self):
+            return None
+
+        def stop_service(self):
+            return defer.Deferred()
+
+    reactor = Reactor(events)
+    factory = FakeFactory(events)
+    factory.shutdown_result = defer.succeed(None)
+    parts = service.Components(cfg("tcp:1935"), factory, chains={"live": Chain(Stuck())})
+    root = service.makeService(parts.config, reactor=reactor, components=parts)
+    root.startService()
+    with capturedLogs():
+        root.stopService()
+        assert events[-1] == "shutdown"
+        reactor.advance(service.SHUTDOWN_TIMEOUT + 0.1)
+    assert events[-1] == "stop tcp *:1935"
+
+
+def test_compose_builds_hub_chains_and_factory_once(events):
+    c = config.parse("[server]\nlisten = tcp:1935\n[app:live]\nhandlers = record, notify, live\n"
+                     "record.mode = manual\nrecord.path = /tmp/{app}-{name}.flv\nnotify.on_record_done = http://127.0.0.1:9/done\n", "t.ini")
+    reactor = Reactor(events)
+    parts = service.compose(c, reactor)
+    assert parts.factory.hub is parts.hub and parts.factory.chains is parts.chains
+    assert parts.factory.clock is reactor
+    kinds = [type(h).__name__ for h in parts.handler_services()]
+    assert kinds == ["RecordHandler", "NotifyHandler"]
+    root = service.makeService(c, reactor=reactor, components=parts)
+    assert root.factory is parts.factory

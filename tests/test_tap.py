@@ -52,7 +52,7 @@ def test_make_service_uses_the_loaded_config(tmp_path, monkeypatch):
     options = tap.Options()
     options.parseOptions(["-c", str(path)])
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, **parts: calls.append(c) or "the service")
     assert tap.makeService(options) == "the service"
     assert calls == [options.server_config]
 
@@ -63,7 +63,7 @@ def test_make_service_loads_when_options_were_not_parsed(tmp_path, monkeypatch):
     options = tap.Options()
     options["config"] = str(path)
     calls = []
-    monkeypatch.setattr(tap.service, "makeService", lambda c, factory=None: calls.append(c) or "the service")
+    monkeypatch.setattr(tap.service, "makeService", lambda c, **parts: calls.append(c) or "the service")
     tap.makeService(options)
     assert calls == [config.load(str(path))]
 
@@ -118,3 +118,17 @@ def test_missing_handler_plugin_is_a_usage_error(tmp_path):
     path.write_text(GOOD.replace("[app:live]", "[app:live]\nhandlers = nosuch"))
     with pytest.raises(usage.UsageError, match=r"\[app:live\] handlers: no handler named 'nosuch'"):
         tap.Options().parseOptions(["--config", str(path)])
+
+
+def test_parts_are_composed_once_while_parsing_and_reused(tmp_path, monkeypatch):
+    path = tmp_path / "s.ini"
+    path.write_text(GOOD)
+    composed = []
+    real_compose = tap.service.compose
+    monkeypatch.setattr(tap.service, "compose", lambda *a: composed.append(a) or real_compose(*a))
+    options = tap.Options()
+    options.parseOptions(["-c", str(path)])
+    root = tap.makeService(options)
+    assert len(composed) == 1
+    assert root.factory is options.components.factory
+    assert root.factory.chains is options.components.chains

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError, Rejected
+from rtmpserver.errors import Rejected
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.settings import Section, choice
 
 __all__ = ["AccessHandler", "AccessFactory", "Rule", "client_address", "parse_rules", "factory"]
 
@@ -105,7 +107,7 @@ def parse_rules(text: str) -> list[Rule]:
     IPv6 address, or a network in CIDR form.  Empty entries (a trailing comma) are skipped.
     """
     rules: list[Rule] = []
-    for n, raw in enumerate(_RULE_SEPARATOR.split(text), 1):
+    for raw in _RULE_SEPARATOR.split(text):
         words = raw.split()
         if not words:
             continue
@@ -129,13 +131,6 @@ def parse_rules(text: str) -> list[Rule]:
                 raise ValueError(f"rule {shown!r}: {a!r} is not an IP address or network ({e})") from None
         rules.append(Rule(permission == "allow", action, None if "all" in addresses else tuple(networks), shown))
     return rules
-
-
-def _show(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"'{text}'"
 
 
 @implementer(IAppHandler)
@@ -197,24 +192,16 @@ class AccessFactory:
     description = "allow or deny connect, publish and play by client IP address or network"
 
     def build(self, settings: Mapping[str, str], context: Any) -> AccessHandler:
-        where = f"{context.server.path}: [app:{context.app.name}] {self.name}"
-        known = ("rules", "default")
-        for key in settings:
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown key (known keys: {', '.join(known)})")
-        text = settings.get("rules", "")
+        section = Section.for_handler(self.name, settings, context)
+        section.check_known(("rules", "default"))
+        text = section.raw("rules")
         try:
             rules = parse_rules(text)
         except ValueError as e:
-            raise ConfigError(f"{where}.rules: {e}, got {_show(text)}") from None
+            raise section.error("rules", str(e), text) from None
         if not rules:
-            raise ConfigError(
-                f"{where}.rules: expected at least one rule such as "
-                f"'allow publish 127.0.0.1, deny publish all', got {_show(text)}"
-            )
-        default = settings.get("default", "allow")
-        if default not in ("allow", "deny"):
-            raise ConfigError(f"{where}.default: expected allow or deny, got {_show(default)}")
+            raise section.error("rules", "expected at least one rule such as 'allow publish 127.0.0.1, deny publish all'", text)
+        default = section.get("default", choice("allow", "deny", expectation="allow or deny"), "allow")
         # The metrics hook (IServerMetrics): one counter per server, labelled by application.
         refusals = context.metrics.shared(self, _refusals_counter)
         return AccessHandler(context.app.name, rules, default == "allow", refusals)

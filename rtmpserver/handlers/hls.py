@@ -14,47 +14,31 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError, RemoteProtocolError
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory, IMediaSink
+from rtmpserver.errors import RemoteProtocolError
+from rtmpserver.interfaces import (
+    IAppHandler,
+    IAppHandlerFactory,
+    IHLSProvider,
+    IMediaSink,
+)
 from rtmpserver.media.hls import HLSSegmenter
+from rtmpserver.settings import Section, boolean, integer, seconds
 
 __all__ = ["HLSRegistry", "HLSSink", "HLSHandler", "factory"]
 
 
 class HLSRegistry:
-    """Segmenters by (app, stream), shared with the HTTP site through ``hub.services["hls"]``."""
+    """Segmenters by (app, stream) of one application's hls handler."""
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], HLSSegmenter] = {}
-
-    def render(self, request, app: str, filename: str):
-        """Answer ``/hls/<app>/<filename>`` (called by the site with cleaned names)."""
-        request.setHeader(b"cache-control", b"no-cache")
-        if filename.endswith(".m3u8"):
-            seg = self.streams.get((app, filename[:-5]))
-            if seg is None or not seg.segments:
-                request.setResponseCode(404)
-                return b"no such playlist (yet)\n"
-            request.setHeader(b"content-type", b"application/vnd.apple.mpegurl")
-            return seg.playlist().encode()
-        if filename.endswith(".ts"):
-            stem, _, number = filename[:-3].rpartition("-")
-            seg = self.streams.get((app, stem))
-            data = seg.segment(int(number)) if seg is not None and number.isdigit() and len(number) < 12 else None
-            if data is None:
-                request.setResponseCode(404)
-                return b"no such segment\n"
-            request.setHeader(b"content-type", b"video/mp2t")
-            return data
-        request.setResponseCode(404)
-        return b"not found\n"
 
 
 @implementer(IMediaSink)
 class HLSSink:
     _log = Logger()
 
-    def __init__(self, handler: "HLSHandler", live) -> None:
+    def __init__(self, handler: HLSHandler, live) -> None:
         self.handler = handler
         self.live = live
         self.segmenter = HLSSegmenter(live.name, handler.fragment, handler.window)
@@ -83,7 +67,7 @@ def live_app(live) -> str:
     return live.app
 
 
-@implementer(IAppHandler)
+@implementer(IAppHandler, IHLSProvider)
 class HLSHandler:
     def __init__(self, registry: HLSRegistry, clock, fragment: float, window: int, endlist: bool, linger: float) -> None:
         self.registry = registry
@@ -93,6 +77,10 @@ class HLSHandler:
         self.endlist = endlist
         self.linger = linger
         self._expiry: dict = {}
+
+    def segmenter(self, app: str, name: str):
+        """IHLSProvider: the segmenter the site serves ``/hls/<app>/<name>.m3u8`` from."""
+        return self.registry.streams.get((app, name))
 
     def connect(self, request, proceed):
         return proceed(request)
@@ -141,31 +129,14 @@ class HLSHandlerFactory:
     description = "HLS (MPEG-TS segments, in memory) for every stream published to the app"
 
     def build(self, settings, context):
-        where = f"{context.server.path}: [app:{context.app.name}]"
-        values = {"fragment": "2", "window": "5", "endlist": "yes", "linger": "30"}
-        for key, value in settings.items():
-            if key not in values:
-                raise ConfigError(f"{where} hls.{key}: unknown key (known: {', '.join(values)})")
-            values[key] = value
-        try:
-            fragment = float(values["fragment"])
-            if not 0.5 <= fragment <= 60:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} hls.fragment: expected seconds from 0.5 to 60, got '{values['fragment']}'") from None
-        if not values["window"].isdigit() or not 1 <= int(values["window"]) <= 100:
-            raise ConfigError(f"{where} hls.window: expected a number of segments from 1 to 100, got '{values['window']}'")
-        endlist = values["endlist"].lower()
-        if endlist not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
-            raise ConfigError(f"{where} hls.endlist: expected yes or no, got '{values['endlist']}'")
-        try:
-            linger = float(values["linger"])
-            if not 0 <= linger <= 3600:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} hls.linger: expected seconds from 0 to 3600, got '{values['linger']}'") from None
-        registry = context.hub.services.setdefault("hls", HLSRegistry())
-        return HLSHandler(registry, context.clock, fragment, int(values["window"]), endlist in ("yes", "true", "on", "1"), linger)
+        section = Section.for_handler(self.name, settings, context)
+        values = section.convert({
+            "fragment": (seconds(0.5, 60.0), "2"),
+            "window": (integer(1, 100, "a number of segments"), "5"),
+            "endlist": (boolean, "yes"),
+            "linger": (seconds(0.0, 3600.0, allow_zero=True), "30"),
+        })
+        return HLSHandler(HLSRegistry(), context.clock, values["fragment"], values["window"], values["endlist"], values["linger"])
 
 
 factory = HLSHandlerFactory()

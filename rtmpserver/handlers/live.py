@@ -10,8 +10,8 @@ from __future__ import annotations
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.settings import Section
 
 
 @implementer(IAppHandler)
@@ -35,8 +35,9 @@ class LiveHandlerFactory:
     description = "live fan-out from one publisher to many players (always last in the chain)"
 
     def build(self, settings, context):
-        for key, value in settings.items():
-            raise ConfigError(f"{context.server.path}: [app:{context.app.name}] live.{key}: unknown key (live has no settings)")
+        section = Section.for_handler(self.name, settings, context)
+        for key in settings:
+            raise section.problem(key, "unknown key (live has no settings)")
         return LiveHandler()
 
 

@@ -22,12 +22,11 @@ Deliberate differences, each documented in docs/handlers.md:
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from twisted.internet import defer
 from twisted.internet.error import TimeoutError as _ConnectTimeout
@@ -46,8 +45,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError, Rejected
-from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.errors import Rejected
+from rtmpserver.interfaces import (
+    IAppHandler,
+    IAppHandlerFactory,
+    IHandlerService,
+    IRecordingObserver,
+)
+from rtmpserver.settings import Section, choice, seconds, url
 
 __all__ = ["NotifySettings", "NotifyHandler", "NotifyHandlerFactory", "Reply", "HTTPCaller", "factory", "parse_settings"]
 
@@ -94,75 +99,22 @@ class NotifySettings:
     method: str = "POST"
 
 
-def _show(text: str, limit: int = 80) -> str:
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text}'"
-
-
-def _check_url(value: str) -> str | None:
-    """None if ``value`` is a URL the Agent can call, else what is wrong with it."""
-    if not value.isascii():
-        return "an http:// or https:// URL in ASCII (percent-encode other characters)"
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return "an http:// or https:// URL without spaces or control characters"
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
-    except ValueError:
-        return "an http:// or https:// URL with a valid host and port"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "an http:// or https:// URL"
-    if not parts.hostname:
-        return "an http:// or https:// URL with a host"
-    if "@" in parts.netloc:
-        return "an http:// or https:// URL without user:password@ (it would not be sent)"
-    if port == 0:
-        return "an http:// or https:// URL with a port from 1 to 65535"
-    if parts.fragment or value.endswith("#"):
-        return "an http:// or https:// URL without a #fragment"
-    return None
+_URL = url(("http", "https"))
+_METHOD = choice("POST", "GET", ignore_case=True, expectation="'post' or 'get'")
 
 
 def parse_settings(settings: Mapping[str, str], context: Any) -> NotifySettings:
     """Check every ``notify.*`` key of one app section; the first mistake is a ConfigError."""
-    where = f"{context.server.path}: [app:{context.app.name}] notify"
-
-    def bad(key: str, expected: str, value: str) -> ConfigError:
-        return ConfigError(f"{where}.{key}: {expected}, got {_show(value)}")
-
-    urls: dict[str, str] = {}
-    timeout = DEFAULT_TIMEOUT
-    method = "POST"
+    section = Section.for_handler("notify", settings, context)
+    section.check_known(_KEYS)
+    urls = {key: section.get(key, _URL) for key in CALLBACKS if key in section}
+    timeout = section.get("timeout", seconds(high=MAX_TIMEOUT), repr(DEFAULT_TIMEOUT))
+    method = section.get("method", _METHOD, "POST")
     handler_timeout = getattr(context.app, "handler_timeout", 0) or 0
-    for key, raw in settings.items():
-        value = raw.strip()
-        if key in CALLBACKS:
-            problem = _check_url(value)
-            if problem:
-                raise bad(key, f"expected {problem}", value)
-            urls[key] = value
-        elif key == "timeout":
-            try:
-                timeout = float(value)
-            except ValueError:
-                timeout = math.nan
-            if not (0 < timeout <= MAX_TIMEOUT):  # also false for nan
-                raise bad(key, f"expected a number of seconds > 0 and <= {MAX_TIMEOUT:g}", value)
-            if handler_timeout and timeout >= handler_timeout:
-                # The chain would refuse first with a vaguer message (handler did not decide).
-                raise bad(key, f"expected fewer seconds than this app's handler_timeout ({handler_timeout:g})", value)
-        elif key == "method":
-            if value.lower() not in ("post", "get"):
-                raise bad(key, "expected 'post' or 'get'", value)
-            method = value.upper()
-        else:
-            close = difflib.get_close_matches(key, _KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(_KEYS)}"
-            raise bad(key, f"unknown key ({hint})", value)
-    if "timeout" not in settings and handler_timeout and timeout >= handler_timeout:
+    if handler_timeout and timeout >= handler_timeout:
+        if "timeout" in section:
+            # The chain would refuse first with a vaguer message (handler did not decide).
+            raise section.error("timeout", f"expected fewer seconds than this app's handler_timeout ({handler_timeout:g})")
         # Keep the default below a short handler_timeout so our own refusal (with its reason)
         # comes first; an explicit value was checked above.
         timeout = handler_timeout * 0.8
@@ -381,7 +333,7 @@ class _Tracked:
     args: Mapping[str, str]
 
 
-@implementer(IAppHandler)
+@implementer(IAppHandler, IRecordingObserver, IHandlerService)
 class NotifyHandler:
     """One application's callbacks.  See the module docstring and docs/handlers.md."""
 
@@ -609,6 +561,15 @@ class NotifyHandler:
         fields = _with_args(fields, getattr(done, "args", None) or {})[0]
         self._fire("on_record_done", url, fields, None, what=f"{done.app}/{done.name} {done.path}")
         return None
+
+    # -- IHandlerService ------------------------------------------------------------------------
+
+    def start_service(self) -> None:
+        return None
+
+    def stop_service(self) -> defer.Deferred:
+        """The server stops: close the pooled keep-alive connections to the backends."""
+        return self.caller.close()
 
     def _fire(self, setting: str, url: str, fields, event, what: str | None = None) -> None:
         """A call whose answer changes nothing (nginx-rtmp ignores it too): failures are logged."""

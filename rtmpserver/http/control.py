@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from rtmpserver.interfaces import IPlayerStream, IPublisher
+from rtmpserver.interfaces import IPlayerStream, IPublisher, IRecording, IRecordingController
 
 __all__ = ["control"]
 
@@ -84,19 +84,20 @@ def control(request, factory) -> tuple[int, bytes]:
         live = factory.hub.get(app, name)
         if chain is None or live is None or not live.active:
             return 404, b"no such live stream\n"
-        recorders = [h for n_, h in chain.handlers if n_ == "record" and hasattr(h, method)]
+        recorders = [h for _, h in chain.handlers if IRecordingController.providedBy(h)]
         if not recorders:
             return 404, b"the app has no record handler\n"
         paths = []
         for h in recorders:
             try:
-                result = getattr(h, method)(live)
+                if method == "start":
+                    # Report the file the recorder writes now, like nginx-rtmp.
+                    files = IRecording(h.start(live)).paths
+                    result = files[-1] if files else None
+                else:
+                    result = h.stop(live)
             except (LookupError, ValueError) as e:
                 return 409, f"{e}\n".encode()
-            if result is not None and not isinstance(result, str):
-                # start() gives the recorder: report the file it writes now, like nginx-rtmp.
-                files = getattr(result, "paths", None) or []
-                result = files[-1] if files else getattr(result, "path", None)
             if result:
                 paths.append(str(result))
         return 200, "\n".join(paths).encode()

@@ -185,7 +185,7 @@ class HLSViewers:
         return b"not found\n"
 
     def _write_playlist(self, request, v: _Viewer) -> bytes | None:
-        seg = self.registry.streams.get((v.app, v.name)) if self.registry is not None else None
+        seg = self.registry.segmenter(v.app, v.name) if self.registry is not None else None
         if seg is None or not seg.segments:
             return None
         expiry = math.ceil(self.clock.seconds() + self.timeout)
@@ -212,7 +212,7 @@ class HLSViewers:
             return b"too many HLS viewers\n"
 
         def final(req: PlayRequest, view: HTTPViewerView):
-            seg = self.registry.streams.get((app, req.name)) if self.registry is not None else None
+            seg = self.registry.segmenter(app, req.name) if self.registry is not None else None
             if seg is None or not seg.segments:
                 raise Rejected(_NOT_FOUND, "no such playlist (yet)")
             viewer = _Viewer(view, app, req.name, identity, self.clock.seconds())
@@ -241,7 +241,7 @@ class HLSViewers:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"segments need the viewer token of a playlist request (missing, expired or not yours)\n"
         self._touch(v)
-        seg = self.registry.streams.get((app, stem)) if self.registry is not None else None
+        seg = self.registry.segmenter(app, stem) if self.registry is not None else None
         data = seg.segment(int(number)) if seg is not None and number.isdigit() and len(number) < 12 else None
         if data is None:
             request.setResponseCode(404)

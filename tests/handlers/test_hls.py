@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from rtmpserver import config as configmod
 from rtmpserver.errors import ConfigError
+from rtmpserver.http.hls import hls_routes
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
@@ -30,7 +31,7 @@ def make(extra=""):
         "t.ini",
     )
     f = RTMPServerFactory(cfg, Clock())
-    return f, RootResource(f, cfg.http["main"], f.hub.services.get("hls"))
+    return f, RootResource(f, cfg.http["main"], hls_routes(f.chains))
 
 
 def publish_capture(f, name="cam", repeat=1):
@@ -106,9 +107,13 @@ def test_unknown_segments_are_403_without_a_token_and_404_with_one(segment):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("hls.fragment = 0", "hls.fragment: expected seconds"),
+    ("hls.fragment = 0", "hls.fragment: expected a number of seconds from 0.5 to 60"),
+    # The same number rules as the rest of the config file (docs/configuration.md "Types").
+    ("hls.fragment = 1e0", "hls.fragment: expected a number of seconds"),
+    ("hls.linger = -1", "hls.linger: expected a number of seconds >= 0 and <= 3600"),
     ("hls.window = many", "hls.window: expected a number"),
-    ("hls.endlist = maybe", "hls.endlist: expected yes or no"),
+    ("hls.window = \u00b2", "hls.window: expected a number of segments from 1 to 100"),
+    ("hls.endlist = maybe", "hls.endlist: expected yes/no, true/false, on/off or 1/0"),
     ("hls.colour = red", "hls.colour: unknown key"),
 ])
 def test_bad_settings_stop_startup(line, message):

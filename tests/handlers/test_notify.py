@@ -9,7 +9,8 @@ import types
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -30,7 +31,14 @@ from rtmpserver.errors import ConfigError, Rejected
 from rtmpserver.handlers import notify
 from rtmpserver.handlers.live import factory as live_factory
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
-from rtmpserver.requests import ConnectRequest, HandlerContext, PlayRequest, PublishRequest, SessionView, StreamClosed
+from rtmpserver.requests import (
+    ConnectRequest,
+    HandlerContext,
+    PlayRequest,
+    PublishRequest,
+    SessionView,
+    StreamClosed,
+)
 
 HOOK = "http://backend.example:8080/hook"
 
@@ -222,7 +230,7 @@ def test_bad_urls_name_the_key(value, expected):
     assert expected in msg and msg.endswith(f", got '{value}'")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "301", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "301", "", "1e1"])
 def test_bad_timeout(value):
     with pytest.raises(ConfigError, match=r"^<string>: \[app:live\] notify\.timeout: expected a number of seconds > 0"):
         build({"timeout": value})
@@ -239,7 +247,8 @@ def test_timeout_must_be_shorter_than_handler_timeout():
 def test_bad_method_and_unknown_key():
     with pytest.raises(ConfigError, match=r"notify\.method: expected 'post' or 'get', got 'put'"):
         build({"method": "put"})
-    with pytest.raises(ConfigError, match=r"notify\.on_pubish: unknown key \(did you mean 'on_publish'\?\), got 'http://h/'"):
+    # Like every other section: an unknown key's value is not echoed (it may be a misspelt secret).
+    with pytest.raises(ConfigError, match=r"notify\.on_pubish: unknown key \(did you mean 'on_publish'\?\)$"):
         build({"on_pubish": "http://h/"})
     with pytest.raises(ConfigError, match=r"notify\.zzz: unknown key \(known keys: on_connect, "):
         build({"zzz": "1"})
@@ -593,7 +602,8 @@ def test_record_done_fields():
 
 
 def test_record_done_hangs_off_the_record_handlers_callbacks():
-    from rtmpserver.handlers.record import RecordingDone, factory as record_factory
+    from rtmpserver.handlers.record import RecordingDone
+    from rtmpserver.handlers.record import factory as record_factory
 
     h, agent, _ = make(urls={"on_record_done": "http://b/rec"})
     rec = record_factory.build({"path": "/tmp/rec/{app}-{name}-{time}.flv"}, context())
@@ -757,3 +767,23 @@ def test_calls_are_counted_through_the_metrics_hook():
     registry = h.context.metrics.registry
     for result in ("ok", "refused", "failed"):
         assert registry.get_sample_value("notify_calls_total", {"app": "live", "call": "on_publish", "result": result}) == 1
+
+
+def test_server_stop_closes_the_pooled_connections():
+    from rtmpserver.interfaces import IHandlerService, IRecordingObserver
+
+    h, _, clock = make()
+    verifyObject(IHandlerService, h)
+    verifyObject(IRecordingObserver, h)
+    assert h.start_service() is None
+    closed = []
+
+    class Pool:
+        def closeCachedConnections(self):
+            closed.append(True)
+            return defer.succeed(None)
+
+    h.caller.pool = Pool()
+    results = []
+    h.stop_service().addCallback(results.append)
+    assert closed == [True] and results == [None]

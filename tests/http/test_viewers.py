@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from rtmpserver.http.hls import hls_routes
 from rtmpserver import config as configmod
 from rtmpserver.handlers.auth import sign_url
 from rtmpserver.http.site import RootResource
@@ -35,7 +36,7 @@ def make(rules="deny play 10.0.0.0/8", extra="", clock=None):
         "t.ini",
     )
     f = RTMPServerFactory(cfg, clock or Clock())
-    return f, RootResource(f, cfg.http["main"], f.hub.services.get("hls"))
+    return f, RootResource(f, cfg.http["main"], hls_routes(f.chains))
 
 
 @implementer(IAppHandler)
@@ -308,7 +309,7 @@ def test_hls_viewers_end_when_the_site_stops():
     from rtmpserver.http.site import build_site
 
     f, root = make(rules="allow play all")
-    site = build_site(f, f.config.http["main"], f.hub.services.get("hls"))
+    site = build_site(f, f.config.http["main"], hls_routes(f.chains))
     rec = record(f)
     publish_capture(f, repeat=3)
     assert hls_session(f, site.resource)

@@ -47,7 +47,7 @@ def test_two_apps_share_one_counter():
 
 @pytest.mark.parametrize("settings, message", [
     ({"names": "x", "colour": "red"}, r"denylist.colour: unknown key"),
-    ({"networks": "not-a-net"}, r"denylist.networks: expected IP networks"),
+    ({"networks": "not-a-net"}, r"denylist.networks: expected a comma-separated list of IP networks"),
     ({}, r"denylist.names: expected at least one"),
 ])
 def test_bad_settings_stop_startup_naming_the_key(settings, message):

@@ -19,8 +19,16 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from rtmpserver.errors import ConfigError, Rejected
+from rtmpserver.errors import Rejected
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
+from rtmpserver.settings import Invalid, Section, words
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise Invalid("an IP network") from None
+
 
 CODES = {"publish": "NetStream.Publish.Denied", "play": "NetStream.Play.Failed"}
 
@@ -86,21 +94,15 @@ class DenylistFactory:
     description = "refuse publish and play for listed stream names or client networks"
 
     def build(self, settings, context):
-        where = f"{context.server.path}: [app:{context.app.name}] denylist"
-        unknown = sorted(set(settings) - {"names", "networks"})
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key (known keys: names, networks)")
-        names = [n.strip() for n in settings.get("names", "").split(",") if n.strip()]
-        networks = []
-        for text in (n.strip() for n in settings.get("networks", "").split(",")):
-            if not text:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError:
-                raise ConfigError(f"{where}.networks: expected IP networks such as 192.0.2.0/24, got {text!r}") from None
+        # rtmpserver.settings gives the same rules and one-line messages as the server's own keys.
+        section = Section.for_handler(self.name, settings, context)
+        values = section.convert({
+            "names": (words(what="stream name patterns", allow_empty=True), ""),
+            "networks": (words(_network, what="IP networks such as 192.0.2.0/24", allow_empty=True), ""),
+        })
+        names, networks = list(values["names"]), list(values["networks"])
         if not names and not networks:
-            raise ConfigError(f"{where}.names: expected at least one name pattern or network")
+            raise section.problem("names", "expected at least one name pattern (or denylist.networks)")
         # One counter per server (build() runs once per application), in the server's registry.
         refusals = context.metrics.shared(self, _refusals_counter)
         handler = Denylist(context.app.name, names, networks, refusals)
