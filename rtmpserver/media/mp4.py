@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_MOOV_BYTES",
     "DEFAULT_MAX_MOOF_BYTES",
     "DEFAULT_MAX_FRAGMENTS",
+    "DEFAULT_MAX_SAMPLE_SIZE",
     "Sample",
     "Track",
     "Position",
@@ -58,6 +59,8 @@ __all__ = [
 DEFAULT_MAX_MOOV_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_MOOF_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS = 1_000_000
+# One access unit; a 4K intra frame is a few MB.
+DEFAULT_MAX_SAMPLE_SIZE = 16 * 1024 * 1024
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -74,6 +77,8 @@ _VIDEO_ENTRIES = {b"avc1": "avc1", b"avc3": "avc1", b"hvc1": "hvc1", b"hev1": "h
 _CONFIG_BOX = {"avc1": b"avcC", "hvc1": b"hvcC", "av01": b"av1C", "vp09": b"vpcC"}
 # Fragment sample flags (14496-12 8.8.3.1): sample_is_non_sync_sample.
 _NON_SYNC = 0x10000
+# A trun whose samples all take the defaults has no per-sample bytes to bound its count.
+_MAX_DEFAULT_TRUN = 1 << 16
 # tfhd flags.
 _TFHD_BASE_OFFSET = 0x1
 _TFHD_SDI = 0x2
@@ -219,6 +224,11 @@ class Track:
         self.trex = (1, 0, 0, 0)  # sample description index, duration, size, flags
         self.frag_dts = array("q")  # per fragment (index into MP4File.fragments); -1 = absent
         self.frag_end = 0  # decode time after the last fragment
+        self.frag_samples = 0  # samples in all fragments
+
+    @property
+    def sample_count(self) -> int:
+        return self.stbl.count + self.frag_samples
 
     @property
     def supported(self) -> bool:
@@ -359,6 +369,13 @@ class MP4File:
         """Bytes held by index arrays (all tracks and the fragment list)."""
         return sum(t.index_bytes() for t in self.tracks) + 12 * len(self.fragments)
 
+    def read_sample(self, sample: Sample, max_size: int = DEFAULT_MAX_SAMPLE_SIZE) -> bytes:
+        """The bytes of one sample; MP4LimitExceeded above ``max_size``, MP4Error if the file
+        ends inside it."""
+        if sample.size > max_size:
+            raise MP4LimitExceeded(f"sample of {sample.size} bytes at offset {sample.offset}, limit is {max_size}")
+        return self._read(sample.offset, sample.size, "sample")
+
     # ------------------------------------------------------------------ iteration and seeking
 
     def _first_ms(self, track: Track) -> int:
@@ -369,7 +386,8 @@ class MP4File:
                 return track.to_ms(d)
         return 0
 
-    def _end_dts(self, track: Track) -> int:
+    def end_dts(self, track: Track) -> int:
+        """Decode time (track units) just after the track's last sample."""
         if self.fragmented and track.frag_end:
             return track.frag_end
         st = track.stbl
@@ -380,7 +398,7 @@ class MP4File:
             return self.movie_duration * 1000 // self.timescale
         if self.fragment_duration:
             return self.fragment_duration * 1000 // self.timescale
-        return max(max(0, t.to_ms(self._end_dts(t)) + self.shift_ms) for t in self.selected)
+        return max(max(0, t.to_ms(self.end_dts(t)) + self.shift_ms) for t in self.selected)
 
     def _min_dts(self, track: Track, ms: int) -> int:
         """Smallest decode time (track units) whose millisecond time is at least ``ms``."""
@@ -484,8 +502,12 @@ class MP4File:
         iters = []
         for order, track in enumerate(self.selected):
             start = (0, 0, 0) if position is None else position.starts[track.track_id]
-            iters.append(((s.dts_ms, order, s) for s in self._track_samples(track, start)))
+            iters.append(self._keyed(track, start, order))
         return (item[2] for item in heapq.merge(*iters))
+
+    def _keyed(self, track: Track, start: tuple[int, int, int], order: int) -> Iterator[tuple[int, int, Sample]]:
+        for s in self._track_samples(track, start):
+            yield s.dts_ms, order, s
 
     def seek(self, ms: int) -> Position:
         """Where playback from ``ms`` starts: the reference track (video, else audio) at its last
@@ -546,7 +568,7 @@ class MP4File:
 
     def _index_fragments(self) -> None:
         by_id = {t.track_id: t for t in self.tracks}
-        running = {t.track_id: self._end_dts(t) for t in self.tracks}
+        running = {t.track_id: self.end_dts(t) for t in self.tracks}
         n = len(self.fragments)
         for track in self.tracks:
             track.frag_dts = array("q", [-1]) * n
@@ -556,6 +578,7 @@ class MP4File:
                 if track.frag_dts[i] < 0:
                     track.frag_dts[i] = traf.base_dts
                 track.frag_end = traf.end_dts
+                track.frag_samples += len(traf.dts)
         self._moof_cache.clear()
 
     def _moof(self, i: int, by_id: dict[int, Track] | None = None, running: dict[int, int] | None = None) -> list[_Traf]:
@@ -954,7 +977,6 @@ def _parse_moof(buf: bytes, moof_offset: int, tracks: dict[int, Track], running:
         pos = base
         for s3, e3 in truns:
             _need(s3, e3, 8, "trun")
-            version = buf[s3]
             tflags = _U32.unpack_from(buf, s3)[0] & 0xFFFFFF
             count = _U32.unpack_from(buf, s3 + 4)[0]
             p = s3 + 8
@@ -969,7 +991,7 @@ def _parse_moof(buf: bytes, moof_offset: int, tracks: dict[int, Track], running:
                 p += 4
             fields = [b for b in (_TRUN_DURATION, _TRUN_SIZE, _TRUN_FLAGS, _TRUN_CTS) if tflags & b]
             per = 4 * len(fields)
-            if count > (e3 - p) // max(per, 1) and per or (not per and count > 1 << 24):
+            if (per and count > (e3 - p) // per) or (not per and count > _MAX_DEFAULT_TRUN):
                 raise MP4Error(f"trun: {count} samples do not fit in {e3 - s3} bytes")
             values = _u32_array(buf, p, count * len(fields)) if per else array("I")
             k = len(fields)
