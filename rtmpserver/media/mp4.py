@@ -768,8 +768,13 @@ class MP4File:
                 raise MP4Error(f"ctts: {n} entries do not fit in {e2 - s2} bytes")
             pairs = _u32_array(buf, s2 + 8, 2 * n)
             offsets = array("i", pairs[1::2].tobytes())
+            counts = pairs[0::2]
             ctts = array("i")
-            for c, o in zip(pairs[0::2], offsets, strict=True):
+            if counts.count(1) == n:  # one run per sample: the offsets are the table
+                ctts = offsets[: st.count]
+                counts = array("I")
+                offsets = array("i")
+            for c, o in zip(counts, offsets, strict=True):
                 c = min(c, st.count - len(ctts))
                 ctts.extend(array("i", (o,)) * c)
             if len(ctts) < st.count:
