@@ -16,18 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rtmpserver.errors import (
-    FLVError,
-    LimitExceeded,
-    LocalProtocolError,
-    RemoteProtocolError,
-)
+from rtmpserver.errors import FLVError, LimitExceeded, LocalProtocolError, RemoteProtocolError
 from rtmpserver.media import flv
-from rtmpserver.media.codecs import (
-    parse_audio_specific_config,
-    parse_avc_decoder_config,
-    parse_sps_dimensions,
-)
+from rtmpserver.media.codecs import parse_audio_specific_config, parse_avc_decoder_config, parse_sps_dimensions
 from rtmpserver.media.flv import (
     TAG_AUDIO,
     TAG_SCRIPT,
