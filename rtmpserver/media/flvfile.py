@@ -48,6 +48,8 @@ ReadAt = Callable[[int, int], bytes]
 # How many tags at the start are searched for onMetaData and the sequence headers.
 DEFAULT_HEAD_TAGS = 64
 _AUDIO_SEEK_STEP_MS = 1000
+# Tags read backwards from the end for the duration of a file without onMetaData duration.
+_TAIL_TAGS = 16
 _U32 = struct.Struct(">I")
 
 
@@ -199,18 +201,28 @@ class FLVFile:
         d = self.metadata.get("duration")
         if isinstance(d, int | float) and 0 < d < 1e9:
             return round(d * 1000)
-        # The last back-pointer leads to the last tag's header.
-        tail = self._read_at(self.size - 4, 4) if self.size >= self.data_offset + 4 else b""
-        if len(tail) == 4:
+        # Back-pointers lead from the end to the last tags' headers; audio may end after video's
+        # end-of-sequence tag, so the largest timestamp of the last few tags is taken.
+        end = self.size
+        last = None
+        for _ in range(_TAIL_TAGS):
+            tail = self._read_at(end - 4, 4) if end >= self.data_offset + 4 else b""
+            if len(tail) < 4:
+                break
             back = _U32.unpack_from(tail, 0)[0]
-            pos = self.size - 4 - back
-            if back >= TAG_HEADER_SIZE and pos >= self.data_offset:
-                try:
-                    h = self._header_at(pos)
-                except FLVError:
-                    h = None
-                if h is not None and TAG_HEADER_SIZE + h[1] == back:
-                    return max(0, h[2] - self.start_ms)
+            pos = end - 4 - back
+            if back < TAG_HEADER_SIZE or pos < self.data_offset:
+                break
+            try:
+                h = self._header_at(pos)
+            except FLVError:
+                break
+            if h is None or TAG_HEADER_SIZE + h[1] != back:
+                break
+            last = h[2] if last is None else max(last, h[2])
+            end = pos
+        if last is not None:
+            return max(0, last - self.start_ms)
         last = self.start_ms
         pos = self.data_offset
         while (h := self._header_at(pos)) is not None:
