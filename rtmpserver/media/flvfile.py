@@ -59,7 +59,7 @@ class FLVFile:
     Attributes: ``has_audio``/``has_video`` (header flags), ``data_offset`` (first tag),
     ``metadata`` (onMetaData as decoded, {} if absent or no decoder), ``metadata_payload`` (its raw
     AMF0 body or None), ``video_header``/``audio_header`` (first sequence header tags or None),
-    ``start_ms`` (timestamp of the first audio/video tag), ``duration_ms``, ``indexed`` (True when
+    ``start_ms`` (timestamp of the first audio/video tag that is not a sequence header), ``duration_ms``, ``indexed`` (True when
     the onMetaData keyframe index is used for seeking).
     """
 
@@ -159,15 +159,17 @@ class FLVFile:
             elif tag.type == TAG_SCRIPT and self.metadata_payload is None and b"onMetaData" in tag.payload[:16]:
                 self.metadata_payload = tag.payload
             elif tag.type == TAG_VIDEO and tag.payload:
-                if first_media is None:
+                if video_info(tag.payload).is_sequence_header:
+                    if self.video_header is None:
+                        self.video_header = tag
+                elif first_media is None:
                     first_media = tag.timestamp
-                if self.video_header is None and video_info(tag.payload).is_sequence_header:
-                    self.video_header = tag
             elif tag.type == TAG_AUDIO and tag.payload:
-                if first_media is None:
+                if audio_info(tag.payload).is_sequence_header:
+                    if self.audio_header is None:
+                        self.audio_header = tag
+                elif first_media is None:
                     first_media = tag.timestamp
-                if self.audio_header is None and audio_info(tag.payload).is_sequence_header:
-                    self.audio_header = tag
         self.start_ms = first_media or 0
         self._load_index()
 
