@@ -232,7 +232,7 @@ class Track:
 
     @property
     def supported(self) -> bool:
-        return self.codec in ("avc1", "hvc1", "av01", "vp09", "mp4a") and bool(self.config or self.codec == "vp09")
+        return self.codec in ("avc1", "hvc1", "av01", "vp09", "mp4a") and bool(self.config)
 
     def index_bytes(self) -> int:
         """Bytes held by this track's index arrays."""
@@ -317,7 +317,13 @@ class MP4File:
     def _parse_top_level(self) -> None:
         pos = 0
         moov = None
+        # ftyp, moov, mdat, free... plus a moof and an mdat per fragment.
+        max_boxes = 2 * self.max_fragments + 1024
+        boxes = 0
         while pos + 8 <= self.size:
+            boxes += 1
+            if boxes > max_boxes:
+                raise MP4LimitExceeded(f"more than {max_boxes} top-level boxes")
             head = self._read_at(pos, 16)
             if len(head) < 8:
                 break
@@ -601,6 +607,7 @@ class MP4File:
     # ------------------------------------------------------------------ moov
 
     def _parse_moov(self, buf: bytes, start: int, end: int) -> None:
+        trex: dict[int, tuple[int, int, int, int]] = {}
         for t, s, e in iter_boxes(buf, start, end):
             if t == b"mvhd":
                 self._parse_mvhd(buf, s, e)
@@ -611,9 +618,7 @@ class MP4File:
                     if t2 == b"trex":
                         _need(s2, e2, 24, "trex")
                         tid, sdi, dur, size, flags = struct.unpack_from(">5I", buf, s2 + 4)
-                        for track in self.tracks:
-                            if track.track_id == tid:
-                                track.trex = (sdi, dur, size, flags)
+                        trex[tid] = (sdi, dur, size, flags)
                     elif t2 == b"mehd":
                         _need(s2, e2, 8, "mehd")
                         if buf[s2] == 1:
@@ -621,6 +626,8 @@ class MP4File:
                             self.fragment_duration = _U64.unpack_from(buf, s2 + 4)[0]
                         else:
                             self.fragment_duration = _U32.unpack_from(buf, s2 + 4)[0]
+        for track in self.tracks:
+            track.trex = trex.get(track.track_id, track.trex)
 
     def _parse_mvhd(self, buf, s: int, e: int) -> None:
         if buf[s] == 1:

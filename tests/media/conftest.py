@@ -30,7 +30,7 @@ def _ffmpeg(*args: str) -> None:
 def media_files(tmp_path_factory) -> dict[str, pathlib.Path]:
     d = tmp_path_factory.mktemp("media")
     files = {name: d / f"{name}.{'flv' if name.startswith('flv') else 'mp4'}" for name in (
-        "h264", "faststart", "fragmented", "hevc", "flv", "flv_indexed"
+        "h264", "faststart", "fragmented", "hevc", "video_only", "audio_only", "flv", "flv_indexed"
     )}
     _ffmpeg(*_SOURCE, *_X264, str(files["h264"]))
     _ffmpeg("-i", str(files["h264"]), "-c", "copy", "-movflags", "+faststart", str(files["faststart"]))
@@ -39,6 +39,8 @@ def media_files(tmp_path_factory) -> dict[str, pathlib.Path]:
         *_SOURCE, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=30:bframes=2",
         "-tag:v", "hvc1", "-c:a", "aac", "-b:a", "32k", str(files["hevc"]),
     )
+    _ffmpeg("-i", str(files["h264"]), "-c", "copy", "-an", str(files["video_only"]))
+    _ffmpeg("-i", str(files["h264"]), "-c", "copy", "-vn", str(files["audio_only"]))
     _ffmpeg("-i", str(files["h264"]), "-c", "copy", "-f", "flv", str(files["flv"]))
     _ffmpeg("-i", str(files["h264"]), "-c", "copy", "-flvflags", "add_keyframe_index", "-f", "flv", str(files["flv_indexed"]))
     return files

@@ -99,6 +99,24 @@ def test_seek_lands_on_keyframe_at_or_before(media_files, name):
         assert audio == [t for t in audio_times if t >= expected]
 
 
+@pytest.mark.parametrize("name", ("video_only", "audio_only"))
+def test_single_track_files(media_files, name):
+    mp4 = open_mp4(media_files[name])
+    (track,) = mp4.selected
+    assert track.kind == name.split("_")[0]
+    stream = ffprobe_packets(media_files[name])[0]
+    samples = list(mp4.samples())
+    assert [(s.size, s.keyframe) for s in samples] == [(p["size"], p["key"]) for p in stream["packets"]]
+    tb = stream["time_base"]
+    times = [floor_ms(p["dts"], tb) + mp4.shift_ms for p in stream["packets"]]
+    assert [s.dts_ms for s in samples] == times and times[0] == 0
+    keys = [t for t, p in zip(times, stream["packets"], strict=True) if p["key"]]
+    for target in (0, 1234, 2000, 3999, 9999):
+        position = mp4.seek(target)
+        assert position.ms == max(k for k in keys if k <= target)
+        assert next(mp4.samples(position)).dts_ms == position.ms
+
+
 def test_codec_records(media_files):
     mp4 = open_mp4(media_files["h264"])
     avc = parse_avc_decoder_config(mp4.video.config)
