@@ -185,7 +185,7 @@ class FLVFile:
             pos = [int(p) for p in positions]
         except (TypeError, ValueError, OverflowError):
             return
-        if any(b < a for a, b in zip(t_ms, t_ms[1:], strict=False)):
+        if t_ms[0] < 0 or t_ms[-1] > 0xFFFFFFFF or any(b < a for a, b in zip(t_ms, t_ms[1:], strict=False)):
             return
         if any(b <= a for a, b in zip(pos, pos[1:], strict=False)) or pos[0] < self.data_offset or pos[-1] >= self.size:
             return

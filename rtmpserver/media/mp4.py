@@ -77,6 +77,8 @@ _VIDEO_ENTRIES = {b"avc1": "avc1", b"avc3": "avc1", b"hvc1": "hvc1", b"hev1": "h
 _CONFIG_BOX = {"avc1": b"avcC", "hvc1": b"hvcC", "av01": b"av1C", "vp09": b"vpcC"}
 # Fragment sample flags (14496-12 8.8.3.1): sample_is_non_sync_sample.
 _NON_SYNC = 0x10000
+# Decode times are kept in signed 64-bit arrays.
+_MAX_TIME = 1 << 62
 # A trun whose samples all take the defaults has no per-sample bytes to bound its count.
 _MAX_DEFAULT_TRUN = 1 << 16
 # tfhd flags.
@@ -762,6 +764,8 @@ class MP4File:
             st.stts_dts.append(dts)
             first += c
             dts += c * d
+            if dts > _MAX_TIME:
+                raise MP4Error(f"track {track.track_id}: stts decode times out of range")
         if first < st.count:
             raise MP4Error(f"track {track.track_id}: stts covers {first} of {st.count} samples")
         # ctts, expanded to one signed entry per sample: with B-frames the runs are about one
@@ -984,6 +988,8 @@ def _parse_moof(buf: bytes, moof_offset: int, tracks: dict[int, Track], running:
                 elif bit == _TFHD_FLAGS:
                     d_flags = v
         dts = tfdt if tfdt is not None else running.get(tid, 0)
+        if dts > _MAX_TIME:
+            raise MP4Error(f"tfdt {dts} of track {tid} out of range")
         base_dts = dts
         dts_a, cts_a, off_a, size_a, key_a = array("q"), array("i"), array("Q"), array("I"), array("B")
         pos = base
@@ -1030,6 +1036,8 @@ def _parse_moof(buf: bytes, moof_offset: int, tracks: dict[int, Track], running:
                 key_a.append(0 if sflags & _NON_SYNC else 1)
                 dts += dur
                 pos += size
+                if dts > _MAX_TIME:
+                    raise MP4Error(f"decode time of track {tid} out of range")
             data_end = max(data_end, pos)
         running[tid] = dts
         out.append(_Traf(tid, base_dts, dts_a, cts_a, off_a, size_a, key_a, dts))
