@@ -132,6 +132,13 @@ def test_recorder_style_index_and_stale_index():
     flv = FLVFile(lambda o, n: good[o : o + n], len(good), decode_script=decode)
     assert flv.indexed and flv.duration_ms == 6000
     assert flv.seek(3999) == (key_offsets[1] + shift, 2000)
+    # Times that do not fit (or go backwards) disable the index.
+    for times in ([0.0, 2.0, 1e300], [0.0, 4.0, 2.0], [-1.0, 2.0, 4.0]):
+        # Same encoded size (AMF0 numbers are 8 bytes), so the positions stay right.
+        bad, _ = synthetic(meta={"duration": 6.0, "keyframes": {"times": times, "filepositions": meta["keyframes"]["filepositions"]}})
+        assert len(bad) == len(good)
+        flv = FLVFile(lambda o, n, bad=bad: bad[o : o + n], len(bad), decode_script=decode)
+        assert not flv.indexed and flv.seek(3999) == (key_offsets[1] + shift, 2000)
     # An index that points elsewhere (file edited afterwards) is ignored: seeking scans instead.
     meta["keyframes"]["filepositions"] = [float(p + shift + 7) for p in key_offsets]
     stale, _ = synthetic(meta=meta)

@@ -333,6 +333,10 @@ def test_fragmented_defaults_from_trex_and_tfhd():
     start2 = len(out)
     fragment(120, True, sizes=[7, 8])
     mp4 = MP4File(lambda o, n: out[o : o + n], len(out))
+    # A decode time beyond the signed 64-bit index is a format error, not an OverflowError.
+    huge = out.replace(struct.pack(">Q", 120), struct.pack(">Q", (1 << 64) - 1))
+    with pytest.raises(MP4Error, match="out of range"):
+        MP4File(lambda o, n: huge[o : o + n], len(huge))
     samples = list(mp4.samples())
     moof1_len = start2 - start1 - 308
     assert [(s.dts_ms, s.size, s.keyframe) for s in samples] == [
