@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rtmpserver.errors import FLVError
+from rtmpserver.errors import FLVError, RemoteProtocolError
 from rtmpserver.media.flv import (
     DEFAULT_MAX_TAG_SIZE,
     FLV_HEADER_SIZE,
@@ -151,7 +151,7 @@ class FLVFile:
                     values = decode_script(tag.payload)
                 except FLVError:
                     raise
-                except Exception as e:  # the decoder's own error family
+                except RemoteProtocolError as e:  # e.g. AMFDecodeError: the file is malformed
                     raise FLVError(f"onMetaData at offset {tag.offset}: {e}") from e
                 if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
                     self.metadata_payload = tag.payload
