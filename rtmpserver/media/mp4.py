@@ -273,9 +273,11 @@ class _Traf(NamedTuple):
 class MP4File:
     """An MP4 file's index, read lazily through ``read_at``.
 
-    ``tracks``: every track; ``video``/``audio``: the first supported track of each kind (or None).
-    ``duration_ms``; ``fragmented``; ``samples(start_ms=None)`` iterates the chosen tracks merged by
-    decode time; ``seek(ms)`` says where a seek to ``ms`` lands.
+    ``tracks``: every track; ``video``/``audio``: the first supported track of each kind (or None);
+    ``selected``: those two. ``duration_ms``; ``shift_ms`` (added to every time so that none is
+    negative: B-frame edit lists start decoding before 0); ``fragmented``. ``seek(ms)`` says where
+    playback from ``ms`` starts (a ``Position``); ``samples(position=None)`` iterates the selected
+    tracks merged by decode time from there; ``read_sample(sample)`` reads one sample's bytes.
     """
 
     def __init__(
