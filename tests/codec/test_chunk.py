@@ -547,6 +547,56 @@ def test_max_partial_bytes_exact_fit_and_release():
     assert r.feed(h0(6, 0, 256, 9, 1) + p[:128] + h3(6) + p[128:]) == [msg(6, 0, 9, 1, p)]
 
 
+def _chunked_by_one(csid: int, payload: bytes) -> bytes:
+    """A whole message at chunk size 1: one fmt 0 chunk, then a fmt 3 chunk per byte."""
+    out = bytearray(h0(csid, 0, len(payload), 9, 1) + payload[:1])
+    for i in range(1, len(payload)):
+        out += h3(csid) + payload[i : i + 1]
+    return bytes(out)
+
+
+def test_max_partial_bytes_trips_at_chunk_size_1():
+    r = ChunkReader(max_partial_bytes=1000)
+    r.feed(set_chunk_size(1))
+    data = _chunked_by_one(6, pattern(2000))
+    cut = len(h0(6, 0, 2000, 9, 1)) + 1 + 999 * 2  # 1000 payload bytes: exactly the limit
+    r.feed(data[:cut])
+    assert r.partial_bytes == 1000
+    with pytest.raises(LimitExceeded, match="1001 bytes, over the limit of 1000"):
+        r.feed(data[cut:])
+
+
+def test_partial_message_memory_is_payload_proportional_at_chunk_size_1():
+    """Tiny chunks must not cost an object (and at completion a join descriptor) per chunk:
+    what the reader holds stays close to the payload bytes it counts in partial_bytes."""
+    import tracemalloc
+
+    n = 200_000
+    payload = pattern(n)
+    data = _chunked_by_one(6, payload)
+    r = ChunkReader()
+    r.feed(set_chunk_size(1))
+    cut = len(data) - 2  # everything but the last chunk: the message is still in flight
+    pieces = [data[i : min(i + 16384, cut)] for i in range(0, cut, 16384)]
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            r.feed(piece)
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        (out,) = r.feed(data[cut:])
+        _, completion_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.payload == payload
+    assert r.partial_bytes == 0
+    # Held: the buffer (over-allocated by at most 1/8) plus the unparsed tail; a list of pieces
+    # took 8 bytes per chunk (8x the payload) before.
+    assert held < 1.25 * n + 4096, held
+    # Completing copies the buffer once (2x); joining a million pieces used to take ~90x.
+    assert completion_peak < 2.5 * n + 4096, completion_peak
+
+
 def test_max_partial_csids():
     r = ChunkReader(max_partial_csids=3)
     p = pattern(200)
