@@ -12,7 +12,7 @@ here instead of Twisted's default one:
   suites are all AEAD.
 * No TLS 1.3 session tickets (librtmp 2.4 built with GnuTLS, i.e. rtmpdump and the tools linked
   to it, fails its RTMP handshake when a NewSessionTicket arrives after the TLS handshake).  TLS 1.2
-  and 1.3 clients cannot resume sessions (see ``_session_settings``).
+  clients can resume (session tickets, or session ids from the server's cache).
 * ``sslmethod`` is not accepted: the protocol versions are fixed as above.
 
 Everything that depends on Twisted's private endpoint parser lives in ``_parse_ssl``; the tests
@@ -21,11 +21,14 @@ check it against the installed Twisted, so a change there fails loudly instead o
 
 from __future__ import annotations
 
+import os
+import struct
 from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamServerEndpoint
+from twisted.logger import Logger
 from zope.interface import implementer
 
 __all__ = [
@@ -45,6 +48,8 @@ TLS12_CIPHERS = (
 )
 # Ties a resumed session to this server's contexts (OpenSSL refuses resumption without one).
 SESSION_ID_CONTEXT = b"rtmpserver"
+SESSION_TIMEOUT = 3600  # seconds a TLS 1.2 session can be resumed
+_log = Logger(namespace="rtmpserver.tls")
 _SSL_OPTIONS = ("privateKey", "certKey", "sslmethod", "interface", "backlog", "extraCertChain",
                 "dhParameters")
 
@@ -134,19 +139,120 @@ def server_context(params: dict[str, Any]) -> SSL.Context:
 
 
 def _session_settings(ctx: SSL.Context) -> None:
-    """No TLS 1.3 session tickets.
-
-    OpenSSL's switch for that, SSL_CTX_set_num_tickets(ctx, 0), is not bound by
-    pyOpenSSL/cryptography (whose OpenSSL is linked in statically, so ctypes cannot reach it
-    either).  What works instead: SSL_OP_NO_TICKET with the server session cache off; OpenSSL then
-    decides while reading the ClientHello that no ticket is due.  The cost: TLS 1.2 connections
-    cannot resume either (no tickets, no cached session ids), so every connection is a full
-    handshake.  Setting the option later, once TLS 1.3 is negotiated, is too late (tested:
-    OpenSSL still sends two tickets).
-    """
+    """TLS 1.2 resumption (session tickets, and session ids from the server cache); no TLS 1.3
+    session tickets (``SSL_CTX_set_num_tickets(ctx, 0)``, see ``_num_tickets``)."""
     ctx.set_session_id(SESSION_ID_CONTEXT)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    ctx.set_timeout(SESSION_TIMEOUT)
+    if not _num_tickets().set(ctx, 0):
+        _log.warn(
+            "cannot switch TLS 1.3 session tickets off ({reason}); rtmpdump and other librtmp/GnuTLS "
+            "clients will fail over TLS 1.3", reason=_num_tickets().problem,
+        )
+
+
+class _NumTickets:
+    """``SSL_CTX_set_num_tickets``/``SSL_CTX_get_num_tickets`` of the OpenSSL pyOpenSSL uses.
+
+    pyOpenSSL and the cryptography bindings do not expose these two functions, and cryptography's
+    wheels link OpenSSL statically without exporting them, so neither ``_lib`` nor
+    ``ctypes.CDLL`` reaches them.  The wheel does keep its ELF symbol table, so we look the two
+    (local) symbols up there, add the library's load address from /proc/self/maps and call them
+    through ctypes.  Before trusting them we check on a scratch context that ``get`` answers
+    OpenSSL's default of 2 and that ``set(0)`` then reads back 0.  When anything does not fit
+    (another platform, a stripped build), ``problem`` says what and ``set`` returns False.
+    """
+
+    def __init__(self) -> None:
+        self.problem = ""
+        self._get: Any = None
+        self._set: Any = None
+        try:
+            self._resolve()
+        except Exception as e:  # any mismatch means "not available", never a crash later
+            self.problem = f"{type(e).__name__}: {e}"
+            self._get = self._set = None
+
+    def _resolve(self) -> None:
+        import ctypes
+
+        from cryptography.hazmat.bindings import _rust
+
+        path = os.path.realpath(_rust.__file__)
+        symbols = _elf_symbols(path, {b"SSL_CTX_set_num_tickets", b"SSL_CTX_get_num_tickets"})
+        base = _load_base(path)
+        getter = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p)(base + symbols[b"SSL_CTX_get_num_tickets"])
+        setter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)(
+            base + symbols[b"SSL_CTX_set_num_tickets"]
+        )
+        probe = SSL.Context(SSL.TLS_SERVER_METHOD)
+        pointer = _ctx_pointer(probe)
+        if getter(pointer) != 2:
+            raise RuntimeError("SSL_CTX_get_num_tickets does not answer the default of 2")
+        if setter(pointer, 0) != 1 or getter(pointer) != 0:
+            raise RuntimeError("SSL_CTX_set_num_tickets(ctx, 0) did not take")
+        self._get, self._set = getter, setter
+
+    def set(self, ctx: SSL.Context, n: int) -> bool:
+        if self._set is None:
+            return False
+        pointer = _ctx_pointer(ctx)
+        return bool(self._set(pointer, n) == 1 and self._get(pointer) == n)
+
+    def get(self, ctx: SSL.Context) -> int | None:
+        return None if self._get is None else int(self._get(_ctx_pointer(ctx)))
+
+
+_NUM_TICKETS: _NumTickets | None = None
+
+
+def _num_tickets() -> _NumTickets:
+    global _NUM_TICKETS
+    if _NUM_TICKETS is None:
+        _NUM_TICKETS = _NumTickets()
+    return _NUM_TICKETS
+
+
+def _ctx_pointer(ctx: SSL.Context) -> int:
+    # pyOpenSSL keeps the SSL_CTX * in Context._context (a cffi pointer).
+    return int(SSL._ffi.cast("uintptr_t", ctx._context))
+
+
+def _elf_symbols(path: str, names: set[bytes]) -> dict[bytes, int]:
+    """Values of the named function symbols in an ELF64 little-endian file's .symtab."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise RuntimeError(f"{path} is not a 64-bit little-endian ELF file")
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    found: dict[bytes, int] = {}
+    for _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if sh_type != 2 or entsize != 24:  # SHT_SYMTAB
+            continue
+        str_offset = sections[link][4]
+        for st_name, st_info, _other, shndx, value, _size in struct.iter_unpack("<IBBHQQ", data[offset : offset + size]):
+            if st_info & 0xF != 2 or shndx == 0 or not value:  # STT_FUNC, defined here
+                continue
+            end = data.index(b"\0", str_offset + st_name)
+            name = data[str_offset + st_name : end]
+            if name in names:
+                found[name] = value
+    missing = names - found.keys()
+    if missing:
+        raise RuntimeError(f"{path} has no symbol {b', '.join(sorted(missing)).decode()}")
+    return found
+
+
+def _load_base(path: str) -> int:
+    """Where ``path`` is mapped in this process (its first mapping, file offset 0)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == path and int(fields[2], 16) == 0:
+                return int(fields[0].split("-")[0], 16)
+    raise RuntimeError(f"{path} is not mapped in this process")
 
 
 def _split_pem(data: bytes) -> list[bytes]:
