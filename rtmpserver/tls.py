@@ -65,15 +65,15 @@ def parse_ssl(description: str) -> dict[str, Any]:
     backlog, extraCertChain, dhParameters were given (strings; backlog an int).
     """
     args, kwargs = _parse_ssl(description)
-    params = dict(zip(("port", *_SSL_OPTIONS), args))
+    if len(args) > 1 + len(_SSL_OPTIONS):
+        raise TLSConfigError("too many ':'-separated arguments")
+    params: dict[str, Any] = dict(zip(("port", *_SSL_OPTIONS), args, strict=False))
     for key, value in kwargs.items():
-        if key not in _SSL_OPTIONS:
+        if key != "port" and key not in _SSL_OPTIONS:
             raise TLSConfigError(f"unknown parameter {key!r} (known: port, {', '.join(_SSL_OPTIONS)})")
         if key in params:
             raise TLSConfigError(f"parameter {key!r} given twice")
         params[key] = value
-    if len(args) > 1 + len(_SSL_OPTIONS):
-        raise TLSConfigError("too many ':'-separated arguments")
     if "port" not in params:
         raise TLSConfigError("a port number is required")
     if "sslmethod" in params:
