@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -81,7 +81,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None) 
         factory = RTMPServerFactory(config, reactor)
     root = RTMPService(config, factory, reactor)
     for endpoint in config.listen:
-        listener = internet.StreamServerEndpointService(tls.server_endpoint(reactor, endpoint), factory)
+        listener = tls.listener(reactor, endpoint, factory)
         listener.setName(endpoint)
         listener.setServiceParent(root)
     if config.http and hasattr(factory, "hub"):
@@ -91,7 +91,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None) 
         for http in config.http.values():
             site = build_site(factory, http, factory.hub.services.get("hls"))
             for endpoint in http.listen:
-                listener = internet.StreamServerEndpointService(tls.server_endpoint(reactor, endpoint), site)
+                listener = tls.listener(reactor, endpoint, site)
                 listener.setName(f"http:{http.name}:{endpoint}")
                 listener.setServiceParent(root)
     return root

@@ -26,6 +26,7 @@ import struct
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -38,6 +39,7 @@ __all__ = [
     "parse_ssl",
     "server_context",
     "server_endpoint",
+    "listener",
 ]
 
 # OpenSSL cipher string for TLS 1.2: ECDHE key exchange, AEAD bulk ciphers; both certificate types.
@@ -290,3 +292,12 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         interface=params.get("interface", ""),
     )
 
+
+def listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    """A service listening on ``description`` with ``factory``, as ``strports.service`` made them:
+    a listen failure (port in use, no permission) raises from ``startService``, so twistd stops at
+    startup instead of running without that listener.  ``_raiseSynchronously`` is Twisted's own
+    (private) switch for exactly that, set by ``strports.service``; a test pins it."""
+    service = StreamServerEndpointService(server_endpoint(reactor, description), factory)
+    service._raiseSynchronously = True
+    return service

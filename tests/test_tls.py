@@ -191,3 +191,16 @@ def test_tls11_is_refused(ctx):
     c.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
     with pytest.raises(SSL.Error):
         handshake(ctx, c)
+
+
+def test_listener_raises_listen_failures_at_startup():
+    """As strports.service did: a port that cannot be bound stops startup (twistd exits)."""
+    from twisted.internet.error import CannotListenError
+
+    class Busy(MemoryReactor):
+        def listenTCP(self, port, factory, backlog=50, interface=""):
+            raise CannotListenError(interface, port, OSError("in use"))
+
+    service = tls.listener(Busy(), "tcp:1935:interface=127.0.0.1", object())
+    with pytest.raises(CannotListenError):
+        service.startService()
