@@ -1,8 +1,8 @@
-"""One MultiService holding a strports listener per configured endpoint.
+"""One MultiService holding a listener service per configured endpoint.
 
 Listening is configuration (house rule 5): each ``[server] listen`` line becomes a
-``strports.service`` child, so tcp:, tcp6: and ssl: are the same code path and tests can pass a
-MemoryReactor. Stopping is ordered: players are told the stream ended (StreamEOF/UnpublishNotify)
+``tls.listener`` child (ssl: lines get our TLS context, see rtmpserver/tls.py), so tcp:, tcp6: and
+ssl: are the same code path and tests can pass a MemoryReactor. Stopping is ordered: players are told the stream ended (StreamEOF/UnpublishNotify)
 while their connections are still up, and only then do the listeners go away. twistd waits for
 the Deferred that ``stopService`` returns, so SIGTERM ends every session cleanly.
 """
