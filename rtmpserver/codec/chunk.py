@@ -43,6 +43,9 @@ CSID_DATA = 5
 CSID_AUDIO = 6
 CSID_VIDEO = 7
 
+# Smaller chunks of a message in flight are coalesced into one bytearray (see _InState.parts).
+_COALESCE = 128
+
 _TYPE_SET_CHUNK_SIZE = 1
 _TYPE_ABORT = 2
 
@@ -82,7 +85,7 @@ class RawMessage:
 class _InState:
     """What the reader remembers per chunk stream id: the last header and the message in flight."""
 
-    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "held", "remaining")
+    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "parts", "remaining")
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -92,10 +95,11 @@ class _InState:
         self.stream_id = 0
         # The 4-byte extended timestamp field of the last fmt 0/1/2 header, or None when it had none.
         self.ext: bytes | None = None
-        # Payload of the message in flight, appended chunk by chunk into one buffer: a list of
-        # pieces would cost a pointer per chunk and b"".join a further 80-byte buffer descriptor
-        # per piece, ~90 bytes of memory per payload byte at chunk size 1.
-        self.held: bytearray | None = None
+        # Payload of the message in flight.  Pieces of at least _COALESCE bytes are kept as they
+        # came; smaller ones are appended to a bytearray at the end of the list.  A piece costs
+        # ~120 bytes besides its payload (object header, list slot, and at completion the buffer
+        # descriptor b"".join needs), which at chunk size 1 was ~90x the payload.
+        self.parts: list[bytes | bytearray] = []
         self.remaining = 0  # payload bytes still expected for the message in flight; 0 = none in flight
 
 
@@ -110,10 +114,11 @@ class ChunkReader:
     in flight).  The unparsed tail is bounded by one chunk, i.e. by the chunk size the peer set,
     which itself is bounded by ``max_message_size`` for any chunk we would wait for.
 
-    Memory is proportional to the counted bytes whatever the chunk size: each message in flight
-    is one growing ``bytearray`` (CPython over-allocates it by at most 1/8), so incomplete
-    messages take at most ``9/8 * max_partial_bytes`` plus ~100 bytes per chunk stream, and
-    completing a message briefly needs one more copy of it.
+    Memory is proportional to the counted bytes whatever the chunk size: chunks of at least
+    ``_COALESCE`` bytes are held as they came (~120 bytes of overhead each, so under 2x), smaller
+    ones are coalesced into one ``bytearray`` (over-allocated by at most 1/8).  Incomplete
+    messages thus take under ``2 * max_partial_bytes``, and completing a message briefly needs
+    one more copy of it.
     """
 
     def __init__(
@@ -292,17 +297,22 @@ class ChunkReader:
                     )
                 if new:
                     self._partial_csids += 1
-                    st.held = bytearray(buf[pos : pos + n])
+                parts = st.parts  # empty whenever no message is in flight
+                if n >= _COALESCE or n == remaining:
+                    # A full-size chunk, or the last one (joined right below, never held).
+                    parts.append(buf[pos : pos + n])
+                elif parts and type(parts[-1]) is bytearray:
+                    parts[-1] += buf[pos : pos + n]
                 else:
-                    st.held += buf[pos : pos + n]
+                    parts.append(bytearray(buf[pos : pos + n]))
                 pos += n
                 self._partial_bytes += n
                 st.remaining = remaining - n
                 if st.remaining:
                     done = pos
                     continue
-                payload = bytes(st.held)
-                st.held = None
+                payload = b"".join(st.parts)
+                st.parts = []
                 self._partial_bytes -= st.length
                 self._partial_csids -= 1
             done = pos
@@ -349,7 +359,7 @@ class ChunkReader:
             if st is not None and st.remaining:
                 self._partial_bytes -= st.length - st.remaining
                 self._partial_csids -= 1
-                st.held = None
+                st.parts = []
                 st.remaining = 0
 
     @property
