@@ -634,10 +634,10 @@ def _check_tls_files(where: str, args: dict[str, str]) -> None:
 def _check_with_twisted(where: str, endpoint: str) -> None:
     """Let Twisted build the endpoint (it opens nothing) to catch whatever our checks missed,
     e.g. an unknown sslmethod or a chain file Twisted cannot read."""
-    from twisted.internet.endpoints import serverFromString
+    from rtmpserver.tls import server_endpoint  # ssl: lines: the parser and context we listen with
 
     try:
-        serverFromString(_NoReactor(), endpoint)
+        server_endpoint(_NoReactor(), endpoint)
     except Exception as e:  # any failure here means the listener cannot start
         raise ConfigError(f"{where}: {type(e).__name__}: {_openssl_reason(e)}") from None
 

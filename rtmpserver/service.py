@@ -2,12 +2,13 @@
 
 ``compose`` builds the parts (``twistd rtmp`` does it while parsing options, so a bad handler
 setting stops startup before any port opens) and ``makeService`` puts them in one MultiService
-holding a strports listener per configured endpoint.  Listening is configuration: each
-``[server] listen`` line becomes a ``strports.service`` child, so tcp:, tcp6: and ssl: are the
-same code path and tests can pass a MemoryReactor. Stopping is ordered: players are told the stream ended (StreamEOF/UnpublishNotify)
-while their connections are still up; then handlers that provide ``IHandlerService`` release
-what they hold (notify's HTTP pool, record's open files), and only then do the listeners go away.
-twistd waits for the Deferred that ``stopService`` returns, so SIGTERM ends every session cleanly.
+holding a listener per configured endpoint.  Listening is configuration (docs/architecture.md,
+"Rules we keep"): each ``[server] listen`` line becomes a ``tls.listener`` child (ssl: lines get
+our TLS context, see rtmpserver/tls.py), so tcp:, tcp6: and ssl: are the same code path and tests
+can pass a MemoryReactor.  Stopping is ordered: players are told the stream ended while their
+connections are still up; then handlers that provide ``IHandlerService`` release what they hold
+(notify's HTTP pool, record's open files), and only then do the listeners go away.  twistd waits
+for the Deferred that ``stopService`` returns, so SIGTERM ends every session cleanly.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from rtmpserver import tls
 from rtmpserver.config import ServerConfig
 from rtmpserver.interfaces import IHandlerService
 
@@ -134,7 +136,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None,
     factory = components.factory
     root = RTMPService(config, factory, reactor, handler_services=components.handler_services())
     for endpoint in config.listen:
-        listener = strports.service(endpoint, factory, reactor=reactor)
+        listener = tls.listener(reactor, endpoint, factory)
         listener.setName(endpoint)
         listener.setServiceParent(root)
     if config.http and components.hub is not None:
@@ -146,7 +148,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None,
         for http in config.http.values():
             site = build_site(factory, http, hls)
             for endpoint in http.listen:
-                listener = strports.service(endpoint, site, reactor=reactor)
+                listener = tls.listener(reactor, endpoint, site)
                 listener.setName(f"http:{http.name}:{endpoint}")
                 listener.setServiceParent(root)
     return root

@@ -547,6 +547,63 @@ def test_max_partial_bytes_exact_fit_and_release():
     assert r.feed(h0(6, 0, 256, 9, 1) + p[:128] + h3(6) + p[128:]) == [msg(6, 0, 9, 1, p)]
 
 
+def _chunked(csid: int, payload: bytes, chunk_size: int) -> bytes:
+    """A whole message: one fmt 0 chunk, then fmt 3 chunks of ``chunk_size`` bytes."""
+    out = bytearray(h0(csid, 0, len(payload), 9, 1) + payload[:chunk_size])
+    for i in range(chunk_size, len(payload), chunk_size):
+        out += h3(csid) + payload[i : i + chunk_size]
+    return bytes(out)
+
+
+def _chunked_by_one(csid: int, payload: bytes) -> bytes:
+    return _chunked(csid, payload, 1)
+
+
+def test_max_partial_bytes_trips_at_chunk_size_1():
+    r = ChunkReader(max_partial_bytes=1000)
+    r.feed(set_chunk_size(1))
+    data = _chunked_by_one(6, pattern(2000))
+    cut = len(h0(6, 0, 2000, 9, 1)) + 1 + 999 * 2  # 1000 payload bytes: exactly the limit
+    r.feed(data[:cut])
+    assert r.partial_bytes == 1000
+    with pytest.raises(LimitExceeded, match="1001 bytes, over the limit of 1000"):
+        r.feed(data[cut:])
+
+
+@pytest.mark.parametrize("chunk_size, held_factor", [(1, 1.25), (7, 1.25), (127, 1.25), (128, 2.0), (4096, 1.1)])
+def test_partial_message_memory_is_payload_proportional(chunk_size, held_factor):
+    """Tiny chunks must not cost an object (and at completion a join descriptor) per chunk:
+    what the reader holds stays close to the payload bytes it counts in partial_bytes."""
+    import tracemalloc
+
+    n = 200_000
+    payload = pattern(n)
+    data = _chunked(6, payload, chunk_size)
+    r = ChunkReader()
+    r.feed(set_chunk_size(chunk_size))
+    last = n - (n - 1) // chunk_size * chunk_size  # payload bytes in the last chunk
+    cut = len(data) - last - 1  # everything but the last chunk: the message is still in flight
+    pieces = [data[i : min(i + 16384, cut)] for i in range(0, cut, 16384)]
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            r.feed(piece)
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        (out,) = r.feed(data[cut:])
+        _, completion_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.payload == payload
+    assert r.partial_bytes == 0
+    # Held: small chunks coalesced into a bytearray (over-allocated by at most 1/8), chunks of
+    # 128 bytes or more as pieces (~120 bytes overhead each), plus the unparsed tail.  A list of
+    # 1-byte pieces took 8 bytes per chunk (8x the payload) before.
+    assert held < held_factor * n + 8192, held
+    # Completing adds one copy of the payload; joining a million pieces used to take ~90x.
+    assert completion_peak < (held_factor + 1.1) * n + 8192, completion_peak
+
+
 def test_max_partial_csids():
     r = ChunkReader(max_partial_csids=3)
     p = pattern(200)
