@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-example venv system-deps bench bench-load clean
+.PHONY: run test test-example lint venv system-deps bench bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,11 @@ system-deps:
 	# Chromium, node/npm and the hls.js/mpegts.js test players for tests/e2e/test_browser.py
 	sh tests/e2e/browser/setup.sh
 
-test: venv system-deps test-example
+test: venv system-deps test-example lint
 	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # The third-party example plugin (examples/rtmpserver-denylist) installed, like a user would, next to
 # a non-editable rtmpserver in a throwaway venv, and its own tests run there.

@@ -3,7 +3,7 @@
 The shape is what an encoder at a fixed bitrate sends: 30 fps video with a keyframe every 2 s
 that is about ten times a P-frame, plus AAC frames (1024 samples, so 43/s at 44.1 kHz and 47/s at
 48 kHz) of 200-400 bytes.  Nothing on the RTMP path looks past the first bytes of a video or
-audio body (PROTOCOL.md, "FLV payloads"), but an HLS segmenter does: it reads the AVC sequence
+audio body (FLV specification, "AUDIODATA"), but an HLS segmenter does: it reads the AVC sequence
 header's SPS/PPS and walks each frame's length-prefixed NAL units (ISO/IEC 14496-15 5.3.4.2.1)
 to find IDRs and to write Annex B.  So each video body is one NAL unit (IDR, type 5, or non-IDR
 slice, type 1) with a 4-byte length, as lengthSizeMinusOne = 3 in the sequence header says.  Its

@@ -84,10 +84,10 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     print()
     print(title)
-    print("  " + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  " + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=False))))
     print("  " + "  ".join("-" * w for w in widths))
     for r in rows:
-        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
 
 
 def fmt_rate(n: float) -> str:
@@ -121,12 +121,14 @@ def bench_reader(repeat: int, seconds: float) -> None:
             for read_size in (16384, 1460):
                 pieces = split(data, read_size)
 
-                def run(pieces=pieces, chunk_size=chunk_size):
+                want = len(msgs)
+
+                def run(pieces=pieces, chunk_size=chunk_size, want=want):
                     r = ChunkReader(chunk_size=chunk_size)
                     n = 0
                     for piece in pieces:
                         n += len(r.feed(piece))
-                    assert n == len(msgs), n
+                    assert n == want, n
 
                 best, med = timeit(run, repeat)
                 rows.append(
@@ -193,7 +195,7 @@ def bench_writer(repeat: int, seconds: float, players: int = 100) -> None:
                     h, ext = w.header(csid, ts, t, 1, n)
                     if ext is not None:
                         continuation(p, chunk_size, csid, ext)
-                    (h, body)  # what goes to writeSequence
+                    _ = (h, body)  # what goes to writeSequence
 
         for label, fn in (("from scratch: write() per player", scratch), ("shared continuation + header()", shared)):
             best, med = timeit(fn, repeat)

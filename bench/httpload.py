@@ -168,7 +168,7 @@ class HLSFetcher:
                     self.bytes += len(data)
                     if st != 200:
                         self.errors += 1
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, OSError, ValueError):
             self.errors += 1
 
 
@@ -575,7 +575,7 @@ def viewers_step(server: Server, http_port: int, n: int, args, children: Childre
         ppipe.send("stop")
         lat_sorted = sorted(lat)
         wall = t1 - t0
-        complete = sum(1 for v, a in zip(videos, audios) if v == done["video"] and a == done["audio"])
+        complete = sum(1 for v, a in zip(videos, audios, strict=False) if v == done["video"] and a == done["audio"])
         res.update(
             video_sent=done["video"], audio_sent=done["audio"], players_complete=complete,
             frames_missing=sum(done["video"] - v for v in videos) + sum(done["audio"] - a for a in audios),

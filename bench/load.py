@@ -597,7 +597,7 @@ def run_step(server: Server, n: int, args, children: Children) -> dict:
                 res["profile"] = summarize_profile(prof[1])
         lat_sorted = sorted(lat)
         wall = t1 - t0
-        complete = sum(1 for v, a in zip(videos, audios) if v == done["video"] and a == done["audio"])
+        complete = sum(1 for v, a in zip(videos, audios, strict=False) if v == done["video"] and a == done["audio"])
         res.update(
             video_sent=done["video"],
             audio_sent=done["audio"],

@@ -1,4 +1,4 @@
-"""Runs an application's handler chain for one request (ARCHITECTURE.md, "Plugins").
+"""Runs an application's handler chain for one request (docs/architecture.md, "The plugin contract").
 
 Each handler either calls ``proceed(request)`` once or raises ``Rejected``; hooks may be sync,
 return a Deferred, or be coroutines.  When the last handler proceeds, ``final(request)`` (the
@@ -11,7 +11,8 @@ finishes without proceeding, or a chain that has not decided within ``timeout`` 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -41,7 +42,7 @@ def _quiet(d: defer.Deferred) -> None:
 class _Run:
     """One request going down the chain."""
 
-    def __init__(self, chain: "Chain", hook: str, final: Callable[[Any], Any]) -> None:
+    def __init__(self, chain: Chain, hook: str, final: Callable[[Any], Any]) -> None:
         self.chain = chain
         self.hook = hook
         self.final = final

@@ -634,7 +634,9 @@ def _check_tls_files(where: str, args: dict[str, str]) -> None:
 def _check_with_twisted(where: str, endpoint: str) -> None:
     """Let Twisted build the endpoint (it opens nothing) to catch whatever our checks missed,
     e.g. an unknown sslmethod or a chain file Twisted cannot read."""
-    from rtmpserver.tls import server_endpoint  # ssl: lines: the parser and context we listen with
+    from rtmpserver.tls import (
+        server_endpoint,  # ssl: lines: the parser and context we listen with
+    )
 
     try:
         server_endpoint(_NoReactor(), endpoint)

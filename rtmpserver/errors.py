@@ -1,4 +1,4 @@
-"""The two error families of the house rules, plus refusals and configuration errors.
+"""The two error families (docs/architecture.md, "Rules we keep", 2), plus refusals and configuration errors.
 
 ``RemoteProtocolError``: the peer sent something we cannot accept. The connection that sent it is
 logged and closed; nothing else is affected.  ``LocalProtocolError``: we were asked to do something

@@ -66,7 +66,7 @@ async def _main(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     try:
         sent, received = await asyncio.wait_for(done, args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("timed out", file=sys.stderr)
         return 1
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs

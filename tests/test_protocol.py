@@ -1,4 +1,4 @@
-"""Server protocol and session over StringTransport with an injected clock (house rule 6).
+"""Server protocol and session over StringTransport with an injected clock (docs/architecture.md, "Rules we keep", 6).
 
 A client-side ``RTMPConnection`` (our own sans-IO codec) plays publisher and player; captured
 FFmpeg traffic is replayed byte for byte.
@@ -6,7 +6,6 @@ FFmpeg traffic is replayed byte for byte.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -129,8 +128,8 @@ class Peer:
         return self.transport.disconnecting or getattr(self.transport, "disconnected", False)
 
     def lose(self):
-        from twisted.python.failure import Failure
         from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
 
         self.proto.connectionLost(Failure(ConnectionDone()))
 

@@ -209,7 +209,7 @@ class ChunkReader:
                 ext = st.ext
                 if ext is not None:
                     # FFmpeg, librtmp and FMS repeat the extended timestamp on type 3 chunks, some
-                    # encoders do not: take the 4 bytes only when they repeat the value (PROTOCOL.md).
+                    # encoders do not: take the 4 bytes only when they repeat the value (FFmpeg reads them the same way).
                     if pos + 4 > end:
                         # Fewer than 4 bytes here: wait only if they could still be the start of
                         # the repeated field; otherwise they are payload (a short last chunk from

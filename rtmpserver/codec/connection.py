@@ -8,7 +8,8 @@ and randomness are injected; nothing here knows about sockets or reactors.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rtmpserver.codec import messages as m
 from rtmpserver.codec.chunk import (

@@ -4,10 +4,11 @@ The handshake is three fixed-size packets each way (C0/C1/C2 from the client, S0
 server; RTMP specification 1.0, section 5.2).  On top of the plain exchange, Flash Player 9 and
 every mainstream client since (FFmpeg, OBS, librtmp) embed an HMAC-SHA256 digest in C1 -- the
 "complex" handshake -- and Flash-era players refuse H.264/AAC from a server that does not answer
-in kind.  The facts used here are collected in PROTOCOL.md ("Handshake").
+in kind.  The complex scheme is not in the specification; the facts used here are what FFmpeg
+(libavformat/rtmpproto.c) and librtmp (handshake.h) send and check.
 
 Both classes only turn bytes into bytes.  They never look at a clock or a socket: the caller owns
-the transport and must bound the handshake with a timeout (house rule 3); a peer that stops
+the transport and must bound the handshake with a timeout (docs/architecture.md, "Rules we keep", 3); a peer that stops
 sending half-way leaves the object waiting forever.
 """
 
@@ -31,7 +32,7 @@ __all__ = [
 RTMP_VERSION = 3
 C1_SIZE = 1536  # also the size of C2, S1 and S2
 
-#: The public 32-byte constant that follows both key prefixes (PROTOCOL.md, "Handshake").
+#: The public 32-byte constant that follows both key prefixes (as FFmpeg and librtmp use it).
 _KEY_TAIL = bytes.fromhex("F0EEC24A8068BEE82E00D0D1029E7E576EEC5D2D29806FAB93B8E636CFEB31AE")
 #: Flash Player key: its 30-byte prefix signs C1, the full 62 bytes derive the C2 signing key.
 FP_KEY = b"Genuine Adobe Flash Player 001" + _KEY_TAIL
@@ -48,7 +49,7 @@ _DIGEST_LEN = 32
 #: Where the four offset bytes sit for each digest schema.  The digest itself starts at
 #: (sum of those four bytes) % 728 + position + 4.  Schema 0 is what FFmpeg and librtmp put in
 #: C1 and what nginx-rtmp puts in S1; schema 1 is the alternative layout some clients use.  (SRS
-#: numbers the two layouts the other way round; PROTOCOL.md's numbering is the one used here.)
+#: numbers the two layouts the other way round; FFmpeg's and librtmp's order is the one used here.)
 _SCHEMA_OFFSET_POS = (8, 772)
 
 
@@ -102,7 +103,7 @@ def _random(random_bytes: Callable[[int], bytes], n: int) -> bytes:
 
 
 def _check_version(buf: bytes | bytearray, who: str) -> bool:
-    """Apply PROTOCOL.md's rule to a C0/S0 byte; return False while more bytes are needed.
+    """Check a C0/S0 version byte (RTMP specification 1.0, section 5.2.2); return False while more bytes are needed.
 
     3 is RTMP and 4-31 are tolerated (answered with 3); anything else is not RTMP and the caller
     should close (or hand over to RTMPT).  One exception inside 4-31: 0x16 followed by 0x03 is a
@@ -136,7 +137,7 @@ class ServerHandshake:
     """Server end: consume C0+C1(+C2), answer S0+S1+S2 in one piece.
 
     S2 goes out together with S1 as soon as C1 is complete; waiting for C2 first would deadlock
-    clients that wait for S2 before sending C2 (PROTOCOL.md, "In practice").  C2 is read and
+    clients that wait for S2 before sending C2 (librtmp and some Flash-era players).  C2 is read and
     dropped without checks: clients disagree on what they put there -- FFmpeg echoes S1 when
     publishing but sends a signed random block when playing (rtmpproto.c checks the server's
     digest only when ``is_input``; see tests/data/ffmpeg-*.c2s.bin) -- and nginx-rtmp does not

@@ -112,31 +112,31 @@ class UserControl:
     buffer_ms: int = 0
 
     @classmethod
-    def stream_begin(cls, stream_id: int) -> "UserControl":
+    def stream_begin(cls, stream_id: int) -> UserControl:
         return cls(UserControlEvent.STREAM_BEGIN, stream_id)
 
     @classmethod
-    def stream_eof(cls, stream_id: int) -> "UserControl":
+    def stream_eof(cls, stream_id: int) -> UserControl:
         return cls(UserControlEvent.STREAM_EOF, stream_id)
 
     @classmethod
-    def stream_dry(cls, stream_id: int) -> "UserControl":
+    def stream_dry(cls, stream_id: int) -> UserControl:
         return cls(UserControlEvent.STREAM_DRY, stream_id)
 
     @classmethod
-    def stream_is_recorded(cls, stream_id: int) -> "UserControl":
+    def stream_is_recorded(cls, stream_id: int) -> UserControl:
         return cls(UserControlEvent.STREAM_IS_RECORDED, stream_id)
 
     @classmethod
-    def set_buffer_length(cls, stream_id: int, buffer_ms: int) -> "UserControl":
+    def set_buffer_length(cls, stream_id: int, buffer_ms: int) -> UserControl:
         return cls(UserControlEvent.SET_BUFFER_LENGTH, stream_id, buffer_ms)
 
     @classmethod
-    def ping_request(cls, timestamp: int) -> "UserControl":
+    def ping_request(cls, timestamp: int) -> UserControl:
         return cls(UserControlEvent.PING_REQUEST, timestamp & 0xFFFFFFFF)
 
     @classmethod
-    def ping_response(cls, timestamp: int) -> "UserControl":
+    def ping_response(cls, timestamp: int) -> UserControl:
         return cls(UserControlEvent.PING_RESPONSE, timestamp & 0xFFFFFFFF)
 
 
@@ -285,7 +285,9 @@ def split_aggregate(raw: RawMessage, *, max_amf_depth: int = 32) -> list:
     The body is a run of FLV tags with back-pointers; their timestamps are rebased so the first
     sub-message has the aggregate's own timestamp (as FMS and nginx-rtmp do).
     """
-    from rtmpserver.media.flv import parse_aggregate  # media imports codec-level things only
+    from rtmpserver.media.flv import (
+        parse_aggregate,  # media imports codec-level things only
+    )
 
     try:
         tags = parse_aggregate(raw.payload)

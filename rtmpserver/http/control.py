@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from rtmpserver.interfaces import IPlayerStream, IPublisher, IRecording, IRecordingController
+from rtmpserver.interfaces import (
+    IPlayerStream,
+    IPublisher,
+    IRecording,
+    IRecordingController,
+)
 
 __all__ = ["control"]
 

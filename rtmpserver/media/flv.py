@@ -107,7 +107,7 @@ _FILE_HEADER = struct.Struct(">3sBBI")
 
 
 class FLVTagTooLarge(FLVError, LimitExceeded):
-    """A tag claims more bytes than the reader's configured bound (house rule 3)."""
+    """A tag claims more bytes than the reader's configured bound (docs/architecture.md, "Rules we keep", 3)."""
 
 
 class VideoInfo(NamedTuple):

@@ -18,7 +18,8 @@ playlist that names it, deletion only after the playlist stopped naming it for a
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from rtmpserver.errors import FLVError, LocalProtocolError
 from rtmpserver.media.flv import audio_info, video_info

@@ -4,5 +4,5 @@ from rtmpserver.handlers.access import factory as access  # noqa: F401
 from rtmpserver.handlers.auth import factory as auth  # noqa: F401
 from rtmpserver.handlers.hls import factory as hls  # noqa: F401
 from rtmpserver.handlers.live import factory as live  # noqa: F401
-from rtmpserver.handlers.record import factory as record  # noqa: F401
 from rtmpserver.handlers.notify import factory as notify  # noqa: F401
+from rtmpserver.handlers.record import factory as record  # noqa: F401

@@ -28,7 +28,13 @@ from twisted.logger import Logger
 from rtmpserver.errors import LocalProtocolError
 from rtmpserver.interfaces import IRelayFeeder
 from rtmpserver.relay import client
-from rtmpserver.relay.client import PLAY, PUBLISH, ClientSettings, RelayClientFactory, RelaySession
+from rtmpserver.relay.client import (
+    PLAY,
+    PUBLISH,
+    ClientSettings,
+    RelayClientFactory,
+    RelaySession,
+)
 from rtmpserver.relay.url import RelayURL
 
 __all__ = ["Relay", "RelaySettings", "IDLE", "CONNECTING", "HANDSHAKING", "PLAYING", "PUBLISHING", "BACKOFF", "STOPPED"]

@@ -154,7 +154,11 @@ def client_endpoint(reactor, url: RelayURL, *, verify: bool = True, ca_file: str
     rtmps verifies the server certificate against the system trust store and the URL's host name
     unless ``verify`` is False; ``ca_file`` (PEM) replaces the trust store, for self-signed origins.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+    from twisted.internet.endpoints import (
+        HostnameEndpoint,
+        UNIXClientEndpoint,
+        wrapClientTLS,
+    )
 
     if url.unix:
         return UNIXClientEndpoint(reactor, url.host, timeout=timeout)

@@ -18,6 +18,7 @@ from rtmpserver.codec import amf0, amf3
 from rtmpserver.codec.amftypes import (
     UNDEFINED,
     UNSUPPORTED,
+    XML,
     AMF3Array,
     AMFDate,
     ByteArray,
@@ -27,7 +28,6 @@ from rtmpserver.codec.amftypes import (
     VectorInt,
     VectorObject,
     XMLDocument,
-    XML,
 )
 from rtmpserver.errors import AMFDecodeError, AMFEncodeError, RemoteProtocolError
 from tests.codec.test_amf3 import (
@@ -229,7 +229,7 @@ def test_long_string_decodes_even_when_short():
 
 
 def test_datetime_helpers():
-    when = dt.datetime(2021, 6, 1, 12, 0, 0, 250000, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2021, 6, 1, 12, 0, 0, 250000, tzinfo=dt.UTC)
     (decoded,) = amf0.decode(amf0.encode(when))
     assert decoded == AMFDate(1622548800250.0, 0)
     assert decoded.to_datetime() == when

@@ -16,6 +16,7 @@ from rtmpserver.codec import amf3
 from rtmpserver.codec.amftypes import (
     UNDEFINED,
     UNSUPPORTED,
+    XML,
     AMF3Array,
     AMFDate,
     ByteArray,
@@ -27,7 +28,6 @@ from rtmpserver.codec.amftypes import (
     VectorObject,
     VectorUInt,
     XMLDocument,
-    XML,
 )
 from rtmpserver.errors import AMFDecodeError, AMFEncodeError, RemoteProtocolError
 
@@ -67,7 +67,7 @@ def assert_same(got, want, path="value", _memo=None):
         if isinstance(want, VectorObject):
             assert got.type_name == want.type_name, f"{path}: type {got.type_name!r} != {want.type_name!r}"
         assert len(got) == len(want), f"{path}: length {len(got)} != {len(want)}"
-        for i, (g, w) in enumerate(zip(got, want)):
+        for i, (g, w) in enumerate(zip(got, want, strict=False)):
             assert_same(g, w, f"{path}[{i}]", memo)
     elif isinstance(want, AMF3Array):
         memo[key] = True
@@ -77,7 +77,7 @@ def assert_same(got, want, path="value", _memo=None):
         memo[key] = True
         assert got.weak_keys == want.weak_keys, f"{path}: weak_keys differ"
         assert len(got.pairs) == len(want.pairs), f"{path}: {len(got.pairs)} != {len(want.pairs)} pairs"
-        for i, ((gk, gv), (wk, wv)) in enumerate(zip(got.pairs, want.pairs)):
+        for i, ((gk, gv), (wk, wv)) in enumerate(zip(got.pairs, want.pairs, strict=False)):
             assert_same(gk, wk, f"{path}.key{i}", memo)
             assert_same(gv, wv, f"{path}.value{i}", memo)
     elif isinstance(want, AMFDate):
@@ -277,7 +277,7 @@ def test_tuple_is_a_dense_array_and_ecma_array_an_associative_one():
 def test_datetime_is_written_as_date():
     import datetime as dt
 
-    when = dt.datetime(2020, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2020, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
     decoded = amf3.decode(amf3.encode(when))
     assert decoded == AMFDate(1577934245678.0)
     assert decoded.to_datetime() == when

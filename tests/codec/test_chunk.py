@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rtmpserver.codec.chunk import (
-    DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     ChunkReader,
     ChunkWriter,
@@ -22,7 +21,12 @@ from rtmpserver.codec.chunk import (
     basic_header,
     continuation,
 )
-from rtmpserver.errors import ChunkStreamError, LimitExceeded, LocalProtocolError, RemoteProtocolError
+from rtmpserver.errors import (
+    ChunkStreamError,
+    LimitExceeded,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SETTINGS_FILTERED = settings(
@@ -937,7 +941,7 @@ def test_interleaved_writers(data):
         wire.append(queues[i].pop(0))
     r = ChunkReader(chunk_size=cs)
     out = r.feed(b"".join(wire))
-    for c, msgs in zip(csids, streams):
+    for c, msgs in zip(csids, streams, strict=False):
         assert [m for m in out if m.csid == c] == msgs
     assert len(out) == sum(map(len, streams))
 

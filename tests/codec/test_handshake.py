@@ -2,7 +2,7 @@
 
 The captures in tests/data/ (see its README.md) are real FFmpeg <-> nginx-rtmp traffic; they
 check our digest arithmetic against two independent implementations.  The digest oracle below
-is written out again here from PROTOCOL.md rather than taken from the module under test.
+is written out again here from the FFmpeg/librtmp description rather than taken from the module under test.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def feed(hs, chunks) -> bytes:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def run_pair(client: ClientHandshake, server: ServerHandshake, after_c2: bytes = b"") -> None:

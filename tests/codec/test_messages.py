@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from rtmpserver.codec import messages as m
 from rtmpserver.codec.amftypes import ECMAArray
 from rtmpserver.codec.chunk import RawMessage
-from rtmpserver.errors import AMFDecodeError, LocalProtocolError, MessageError, RemoteProtocolError
+from rtmpserver.errors import (
+    AMFDecodeError,
+    LocalProtocolError,
+    MessageError,
+    RemoteProtocolError,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -63,7 +63,7 @@ def make_self_signed_cert(directory: Path, name: str = "server") -> tuple[Path, 
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -248,7 +248,7 @@ class ClientProcess:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.name} still running after {timeout} s, killed\n{self.describe()}")
+            raise AssertionError(f"{self.name} still running after {timeout} s, killed\n{self.describe()}") from None
         self._finish()
         return rc
 
@@ -525,7 +525,7 @@ def rate_of(stream: dict, key: str) -> float:
 
 def max_gap_ms(timestamps: list[int]) -> int:
     """Largest step between consecutive timestamps (0 for fewer than two)."""
-    return max((b - a for a, b in zip(timestamps, timestamps[1:])), default=0)
+    return max((b - a for a, b in zip(timestamps, timestamps[1:], strict=False)), default=0)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
@@ -567,7 +567,7 @@ def wait_closed_by_peer(sock: socket.socket, timeout: float) -> tuple[bool, int,
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return True, received, "reset"

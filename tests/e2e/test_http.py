@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.helpers import FPS, GOP_SECONDS, ClientProcess, check_media, decode_errors, ffprobe_json, wait_until
+from tests.e2e.helpers import (
+    FPS,
+    GOP_SECONDS,
+    ClientProcess,
+    check_media,
+    decode_errors,
+    ffprobe_json,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,14 @@ import time
 import pytest
 
 from tests.e2e import helpers
-from tests.e2e.helpers import FPS, GOP_SECONDS, check_media, max_gap_ms, rate_of, wait_until
+from tests.e2e.helpers import (
+    FPS,
+    GOP_SECONDS,
+    check_media,
+    max_gap_ms,
+    rate_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

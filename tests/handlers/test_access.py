@@ -16,7 +16,13 @@ from zope.interface.verify import verifyObject
 from rtmpserver.errors import ConfigError, Rejected
 from rtmpserver.handlers.access import client_address, factory, parse_rules
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
-from rtmpserver.requests import ConnectRequest, HandlerContext, PlayRequest, PublishRequest, SessionView
+from rtmpserver.requests import (
+    ConnectRequest,
+    HandlerContext,
+    PlayRequest,
+    PublishRequest,
+    SessionView,
+)
 
 CONFIG = "/etc/rtmp/server.ini"
 

@@ -8,9 +8,9 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from rtmpserver.http.hls import hls_routes
 from rtmpserver import config as configmod
 from rtmpserver.handlers.auth import sign_url
+from rtmpserver.http.hls import hls_routes
 from rtmpserver.http.site import RootResource
 from rtmpserver.interfaces import IAppHandler, ISessionView
 from rtmpserver.protocol import RTMPServerFactory

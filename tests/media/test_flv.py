@@ -16,9 +16,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rtmpserver.errors import FLVError, LimitExceeded, LocalProtocolError, RemoteProtocolError
+from rtmpserver.errors import (
+    FLVError,
+    LimitExceeded,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from rtmpserver.media import flv
-from rtmpserver.media.codecs import parse_audio_specific_config, parse_avc_decoder_config, parse_sps_dimensions
+from rtmpserver.media.codecs import (
+    parse_audio_specific_config,
+    parse_avc_decoder_config,
+    parse_sps_dimensions,
+)
 from rtmpserver.media.flv import (
     TAG_AUDIO,
     TAG_SCRIPT,
@@ -467,7 +476,7 @@ def test_writer_reader_round_trip_over_any_split(tags, has_audio, has_video, cut
     for piece in _split(data, cuts):
         got.extend(reader.feed(piece))
     reader.close()
-    assert got == [FLVTag(t, ts, p, off) for (t, ts, p), off in zip(tags, offsets)]
+    assert got == [FLVTag(t, ts, p, off) for (t, ts, p), off in zip(tags, offsets, strict=False)]
     assert (reader.has_audio, reader.has_video) == (has_audio, has_video)
     assert reader.offset == len(data)
 
@@ -491,7 +500,7 @@ def test_reader_reads_ffmpeg_file():
     assert [t.timestamp for t in videos if is_video_keyframe(t.payload)] == [0, 500]
     assert all(not is_video_sequence_header(t.payload) for t in videos[1:])
     for stream in (videos, audios):
-        assert all(a.timestamp <= b.timestamp for a, b in zip(stream, stream[1:]))
+        assert all(a.timestamp <= b.timestamp for a, b in zip(stream, stream[1:], strict=False))
     assert is_audio_sequence_header(audios[0].payload)
 
     seq = videos[0].payload

@@ -545,7 +545,7 @@ def test_mp3_audio_only(media, tmp_path):
 def split_annexb(data: bytes) -> list[bytes]:
     starts = [m.end() for m in re.finditer(b"\x00\x00\x01", data)]
     ends = [s - 3 for s in starts[1:]] + [len(data)]
-    return [data[s:e].rstrip(b"\x00") for s, e in zip(starts, ends)]
+    return [data[s:e].rstrip(b"\x00") for s, e in zip(starts, ends, strict=False)]
 
 
 def hevc_messages(raw: bytes, fps: int) -> list[tuple[int, int, bytes]]:

@@ -558,7 +558,7 @@ def test_aac_stream_matches_ffmpeg_adts():
     assert len(ts[PID_AUDIO]["pes"]) == 45 and len(ts[PID_VIDEO]["pes"]) == 30
     # Every PCR is at or before its PES's DTS, and none goes backwards.
     assert ts[PID_VIDEO]["pcr"] == sorted(ts[PID_VIDEO]["pcr"])
-    for pcr, pes in zip(ts[PID_VIDEO]["pcr"], ts[PID_VIDEO]["pes"]):
+    for pcr, pes in zip(ts[PID_VIDEO]["pcr"], ts[PID_VIDEO]["pes"], strict=False):
         assert pcr == pes["dts"] - DELAY
 
 

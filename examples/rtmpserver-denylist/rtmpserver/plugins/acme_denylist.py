@@ -23,6 +23,7 @@ from rtmpserver.errors import Rejected
 from rtmpserver.interfaces import IAppHandler, IAppHandlerFactory
 from rtmpserver.settings import Invalid, Section, words
 
+
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)
