@@ -21,13 +21,12 @@ from tests.e2e.helpers import (
     FPS,
     ClientProcess,
     ServerProcess,
-    audio_frame_count,
     check_media,
     decode_errors,
+    ffprobe_json,
     free_port,
     render_config,
     tail,
-    video_frames,
     wait_until,
 )
 
@@ -68,6 +67,10 @@ def pull_client(e2e, url: str, out: Path, seconds: float) -> ClientProcess:
     client = ClientProcess(e2e._name("relay-player"), cmd, e2e.workdir)
     e2e.clients.append(client)
     return client
+
+
+def packets(path: Path, stream: str) -> list:
+    return ffprobe_json(path, "-select_streams", stream, "-show_entries", "packet=pts_time", "-show_packets")["packets"]
 
 
 def quick(**keys) -> dict:
@@ -114,7 +117,8 @@ def test_pull_on_demand_survives_an_origin_restart(e2e):
     # continues at last_ts -- which ffmpeg's muxer reports; nothing else may be wrong.)
     errors = [line for line in decode_errors(out).splitlines() if "non monotonically increasing dts" not in line]
     assert errors == [], errors
-    assert len(video_frames(out)) >= 5 * FPS - 15 and audio_frame_count(out) >= 150
+    # (ffprobe -show_frames crashes on the second sequence header here; packets are enough.)
+    assert len(packets(out, "v:0")) >= 5 * FPS - 15 and len(packets(out, "a:0")) >= 150
     # The last player left: after relay.linger the upstream connection is closed.
     assert wait_until(lambda: relays(b) == [], timeout=10), relays(b)
     pub2.kill()
@@ -124,7 +128,8 @@ def test_static_pull_is_always_on(e2e):
     a = server(e2e, "a")
     b = server(e2e, "b", {"app:live": quick(**{"relay.pull_static": f"mirror rtmp://127.0.0.1:{a.port}/live/cam"})},
                http={"api": "yes"})
-    assert wait_until(lambda: relays(b) and relays(b)[0]["state"] == "backoff", timeout=10), relays(b)
+    # Up before any player asks (our origin lets a player wait for a stream not published yet).
+    assert wait_until(lambda: relays(b) and relays(b)[0]["state"] == "playing", timeout=10), relays(b)
     pub = e2e.publish(a.url("live/cam"), seconds=20)
     assert wait_until(lambda: relays(b)[0]["state"] == "playing", timeout=15), relays(b)
     player = e2e.play(b.url("live/mirror"), seconds=2)
