@@ -247,7 +247,7 @@ def streams_json(snap: dict) -> dict:
 
 def handler_rows_json(snap: dict, kind: str) -> dict:
     """``/api/v1/relays`` and ``/api/v1/processes``: the rows of that kind (IMonitoredHandler)."""
-    return {kind + "s": [r for r in snap.get("handler_rows", ()) if r.get("kind") == kind]}
+    return {{"relay": "relays", "process": "processes"}.get(kind, kind): [r for r in snap.get("handler_rows", ()) if r.get("kind") == kind]}
 
 
 def clients_json(snap: dict) -> dict:
