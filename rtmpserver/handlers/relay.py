@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
+from twisted.internet import task
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -76,7 +77,8 @@ class RelayHandler:
     _log = Logger()
 
     def __init__(self, context, *, pull: str | None, pull_static: list[tuple[str, str]], push: list[str],
-                 verify: bool, ca_file: str | None, linger: float, max_relays: int, settings: RelaySettings) -> None:
+                 verify: bool, ca_file: str | None, linger: float, max_relays: int, settings: RelaySettings,
+                 http_wait: float = 5.0) -> None:
         self.app = context.app.name
         self.app_config = context.app
         self.hub = context.hub
@@ -88,6 +90,7 @@ class RelayHandler:
         self.verify = verify
         self.ca_file = ca_file
         self.max_relays = max_relays
+        self.http_wait = http_wait
         self.settings = settings
         self.on_demand = OnDemand(self.clock, linger, self._start_pull, max_relays, f"relay.pull [app:{self.app}]")
         self.static: list[PulledStream] = []
@@ -130,16 +133,44 @@ class RelayHandler:
         return d
 
     def play(self, request, proceed):
+        if self.pull is None:
+            return proceed(request)
+        if request.session.protocol == "http-flv" and not self._live_here(request.name, pulled_too=True):
+            return self._play_when_live(request, proceed)
         d = proceed(request)
-        if self.pull is not None:
-            d.addCallback(self._played, request)
+        d.addCallback(self._played, request)
         return d
+
+    def _live_here(self, name: str, pulled_too: bool = False) -> bool:
+        live = self.hub.get(self.app, name)
+        return live is not None and live.active and (pulled_too or not isinstance(live.publisher, PullSource))
+
+    def _play_when_live(self, request, proceed):
+        """An HTTP-FLV viewer is only served a stream that is live when decided: start the pull
+        and let the decision wait (bounded by ``relay.http_wait``) until the stream arrives."""
+        hold = object()  # stands for the viewer while it waits, so the linger does not run
+        name = request.name
+        if self.on_demand.joined(name, hold, dict(request.args)) is None:
+            return proceed(request)
+        deadline = self.clock.seconds() + self.http_wait
+
+        def poll(_=None):
+            if self._live_here(name, pulled_too=True) or self.clock.seconds() >= deadline or request.session.closed:
+                d = proceed(request)
+                d.addCallback(self._played, request)
+                d.addBoth(release)
+                return d
+            return task.deferLater(self.clock, 0.1, lambda: None).addCallback(poll)
+
+        def release(result):
+            self.on_demand.left(name, hold)
+            return result
+
+        return poll()
 
     def _played(self, result, request):
         name = request.name
-        live = self.hub.get(self.app, name)
-        published_here = live is not None and live.active and not isinstance(live.publisher, PullSource)
-        if self.on_demand.wanted(name) or not published_here:
+        if self.on_demand.wanted(name) or not self._live_here(name):
             self.on_demand.joined(name, request.session.id, dict(request.args))
         return result
 
@@ -227,6 +258,7 @@ class RelayHandlerFactory:
         v = section.convert({
             "verify": (boolean, "yes"),
             "linger": (seconds(0.0, 3600.0, allow_zero=True), "5"),
+            "http_wait": (seconds(0.0, 60.0, allow_zero=True), "5"),
             "max_relays": (integer(1, 10000, "a number of relays"), "64"),
             "connect_timeout": (seconds(0.1, 300.0), "10"),
             "idle_timeout": (seconds(1.0, 3600.0), "30"),
@@ -271,8 +303,10 @@ class RelayHandlerFactory:
                                backoff_max=v["backoff_max"])
         except ValueError as e:
             raise section.problem("backoff_initial", str(e)) from None
+        if v["http_wait"] >= context.app.handler_timeout:
+            raise section.problem("http_wait", f"must be less than the app's handler_timeout ({context.app.handler_timeout:g} s)")
         return RelayHandler(context, pull=pull, pull_static=static, push=push, verify=v["verify"], ca_file=ca_file,
-                            linger=v["linger"], max_relays=v["max_relays"], settings=rs)
+                            linger=v["linger"], max_relays=v["max_relays"], settings=rs, http_wait=v["http_wait"])
 
 
 factory = RelayHandlerFactory()

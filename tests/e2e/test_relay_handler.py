@@ -139,6 +139,19 @@ def test_static_pull_is_always_on(e2e):
     pub.kill()
 
 
+def test_http_flv_viewer_starts_a_pull_and_waits_for_it(e2e):
+    a = server(e2e, "a")
+    b = server(e2e, "b", {"app:live": quick(**{"relay.pull": f"rtmp://127.0.0.1:{a.port}/live/{{name}}"})},
+               http={"api": "yes", "flv": "yes"})
+    pub = e2e.publish(a.url("live/cam"), seconds=20)
+    time.sleep(1.0)
+    player = e2e.play(b.http_url("live/cam.flv"), seconds=2)
+    player.wait_ok(timeout=20)
+    check_media(player.out_path, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, player))
+    assert relays(b)[0]["state"] == "playing"
+    pub.kill()
+
+
 def test_push_to_another_server(e2e):
     b = server(e2e, "b")
     a = server(e2e, "a", {"app:live": quick(**{"relay.push": [f"rtmp://127.0.0.1:{b.port}/live/{{name}}_copy",

@@ -147,3 +147,38 @@ def test_ca_file_must_be_a_pem_certificate(tmp_path):
         testing.load_handler("relay", {"pull": "rtmps://a/b/{name}", "ca_file": str(bad)})
     with pytest.raises(ConfigError, match="relay.ca_file: cannot read"):
         testing.load_handler("relay", {"pull": "rtmps://a/b/{name}", "ca_file": str(tmp_path / "missing.pem")})
+
+
+def test_an_http_flv_viewer_waits_for_the_pull_bounded_by_http_wait():
+    from rtmpserver.requests import HTTPViewerView
+
+    clock = Clock()
+    h, clock, hub, wanted = load({"pull": "rtmp://origin/src/{name}", "http_wait": "2"}, clock=clock)
+    seen = []
+
+    def final(req):
+        live = hub.get("live", req.name)
+        seen.append(live is not None and live.active)
+        if not seen[-1]:
+            from rtmpserver.errors import Rejected
+
+            raise Rejected("NetStream.Play.StreamNotFound", "not live")
+
+    view = HTTPViewerView("http-flv", "127.0.0.1", 1, "live", "http://x/live/cam.flv", {})
+    pending = testing.start_hook(h, testing.play_request("cam", session=view), clock=clock, final=final)
+    assert len(wanted) == 1 and not pending.outcome.decided  # the pull started; the decision waits
+    clock.advance(0.5)
+    hub.get_or_create("live", "cam").start(PullSource(hub, "live", "cam", clock), clock.seconds())
+    clock.advance(0.1)
+    assert pending.outcome.proceeded and seen == [True]
+    # The viewer counts as a player of the pull; its end starts the linger.
+    assert h.on_demand.demands["cam"].players == {view.id: 1}
+    # A stream that does not come: refused after http_wait, and its pull lingers out.
+    view2 = HTTPViewerView("http-flv", "127.0.0.1", 2, "live", "http://x/live/gone.flv", {})
+    pending = testing.start_hook(h, testing.play_request("gone", session=view2), clock=clock, final=final)
+    clock.advance(1.9)
+    assert not pending.outcome.decided
+    clock.advance(0.2)
+    assert pending.outcome.rejected
+    clock.advance(5.1)
+    assert "gone" not in h.on_demand.demands
