@@ -51,6 +51,8 @@ _FIELD = re.compile(r"\{([A-Za-z_]*)\}")
 MAX_LINE = 2000  # characters of one logged output line (the rest is cut)
 LINES_PER_SECOND = 20.0  # logged output lines per process, sustained
 LINE_BURST = 100.0
+# rtmpserver.service waits SHUTDOWN_TIMEOUT (5 s) for stop_service: SIGKILL must come before that.
+SHUTDOWN_GRACE = 3.0
 
 
 class Command:
@@ -245,8 +247,10 @@ class Supervised:
         self.state = "backoff"
         self._timer = self.clock.callLater(delay, self._spawn)
 
-    def stop(self) -> defer.Deferred:
-        """Stop (SIGTERM, SIGKILL after the grace); the Deferred fires once the process is gone."""
+    def stop(self, grace: float | None = None) -> defer.Deferred:
+        """Stop (SIGTERM, SIGKILL after ``grace``, default ``exec.grace``); the Deferred fires once
+        the process is gone.  A shorter grace for a process already stopping brings its SIGKILL forward."""
+        grace = self.handler.grace if grace is None else grace
         self.wanted = False
         self._cancel_restart()
         if self.process is None:
@@ -259,15 +263,16 @@ class Supervised:
         if self.state != "stopping":
             self.state = "stopping"
             self._signal("TERM")
-            self._kill_timer = self.clock.callLater(self.handler.grace, self._kill)
+            self._kill_timer = self.clock.callLater(grace, self._kill)
+        elif self._kill_timer is not None and self._kill_timer.getTime() > self.clock.seconds() + grace:
+            self._kill_timer.reset(grace)
         return d
 
     def _kill(self) -> None:
         self._kill_timer = None
         if self.process is not None:
-            self._log.warn("exec {role} {app}/{name}: {program} (pid {pid}) still running {grace:g} s after SIGTERM; SIGKILL",
-                           role=self.role, app=self.app, name=self.name, program=self.command.label, pid=self.pid,
-                           grace=self.handler.grace)
+            self._log.warn("exec {role} {app}/{name}: {program} (pid {pid}) still running after SIGTERM and the grace; SIGKILL",
+                           role=self.role, app=self.app, name=self.name, program=self.command.label, pid=self.pid)
             self._signal("KILL")
 
     def _signal(self, sig: str) -> None:
@@ -419,10 +424,13 @@ class ExecHandler:
         return None
 
     def stop_service(self):
-        """Stop every process and wait for all of them (SIGKILL after the grace): no orphans."""
+        """Stop every process and wait for all of them: no orphans.  The server waits for this
+        at most SHUTDOWN_TIMEOUT seconds, so SIGKILL comes within SHUTDOWN_GRACE whatever
+        ``exec.grace`` says."""
         self.on_demand.close_all()
         self.publishing = {}
-        return defer.gatherResults([p.stop() for p in list(self.procs)])
+        grace = min(self.grace, SHUTDOWN_GRACE)
+        return defer.gatherResults([p.stop(grace) for p in list(self.procs)])
 
     # -- IMonitoredHandler ------------------------------------------------------------------------
 

@@ -134,6 +134,19 @@ def test_stop_during_backoff_and_service_stop_waits_for_every_process():
     assert fired and h.monitor_rows(clock.seconds()) == []
 
 
+def test_shutdown_brings_sigkill_within_the_servers_shutdown_bound():
+    h, clock, hub, spawned = load({"publish": "echo {name}", "grace": "30"})
+    live = publish(h, hub, clock)
+    live.stop()
+    testing.close_stream(h, testing.stream_closed("cam", role="publisher"))  # sessions end first: TERM
+    clock.advance(1)
+    h.stop_service()
+    clock.advance(2.9)
+    assert spawned[0].signals == ["TERM"]
+    clock.advance(0.2)
+    assert spawned[0].signals == ["TERM", "KILL"]
+
+
 def test_max_processes_and_names_starting_with_a_dash():
     h, clock, hub, spawned = load({"publish": "echo {name}", "max_processes": "2"})
     for name in ("a", "b", "c", "-x"):
