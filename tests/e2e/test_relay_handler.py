@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     decode_errors,
     ffprobe_json,
     free_port,
+    make_self_signed_cert,
     render_config,
     tail,
     wait_until,
@@ -41,12 +42,20 @@ def relays(srv) -> list[dict]:
         return json.load(r)["relays"]
 
 
-def server(e2e, label: str, overrides: dict | None = None, http: dict | None = None, port: int | None = None) -> Server:
-    """A server in its own directory (config and log of two servers must not share files)."""
+def server(e2e, label: str, overrides: dict | None = None, http: dict | None = None, port: int | None = None,
+           tls: bool = False) -> Server:
+    """A server in its own directory (config and log of two servers must not share files);
+    ``tls`` adds an RTMPS listener with a self-signed certificate for ``localhost`` (``label/server.crt``)."""
     workdir = e2e.workdir / label
     workdir.mkdir(exist_ok=True)
     port = port or free_port()
-    sections = {"server": {"listen": f"tcp:{port}:interface=127.0.0.1", "name": label}, "app:live": {"handlers": "live"}}
+    listen = [f"tcp:{port}:interface=127.0.0.1"]
+    ssl_port = None
+    if tls:
+        ssl_port = free_port()
+        key, cert = make_self_signed_cert(workdir)
+        listen.append(f"ssl:{ssl_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    sections = {"server": {"listen": listen, "name": label}, "app:live": {"handlers": "live"}}
     http_port = None
     if http is not None:
         http_port = free_port()
@@ -55,8 +64,8 @@ def server(e2e, label: str, overrides: dict | None = None, http: dict | None = N
         sections.setdefault(section, {}).update(keys)
     config = workdir / "server.ini"
     config.write_text(render_config(sections))
-    process = ServerProcess(workdir, config, [port] + ([http_port] if http_port else []))
-    srv = Server(port, None, process, http_port)
+    process = ServerProcess(workdir, config, [port] + ([ssl_port] if ssl_port else []) + ([http_port] if http_port else []))
+    srv = Server(port, ssl_port, process, http_port)
     e2e.servers.append(srv)
     process.start()
     return srv
@@ -122,6 +131,33 @@ def test_pull_on_demand_survives_an_origin_restart(e2e):
     # The last player left: after relay.linger the upstream connection is closed.
     assert wait_until(lambda: relays(b) == [], timeout=10), relays(b)
     pub2.kill()
+
+
+def test_pull_over_rtmps_verifies_the_origin(e2e):
+    a = server(e2e, "a", tls=True)
+    url = f"rtmps://localhost:{a.ssl_port}/live/{{name}}"
+    b = server(e2e, "b", {
+        # Verification on (the default): the self-signed origin is refused ...
+        "app:live": quick(**{"relay.pull": url}),
+        # ... and accepted when its certificate is the one trusted.
+        "app:trusted": quick(**{"relay.pull": url, "relay.ca_file": str(e2e.workdir / "a" / "server.crt")}),
+    }, http={"api": "yes"})
+    pub = e2e.publish(a.url("live/cam"), seconds=20)
+    refused = e2e.play(b.url("live/cam"), seconds=1)
+    player = e2e.play(b.url("trusted/cam"), seconds=2)
+    player.wait_ok(timeout=20)
+    check_media(player.out_path, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(pub, player))
+    rows = {r["app"]: r for r in relays(b)}
+    assert rows["trusted"]["state"] == "playing", rows
+    assert rows["live"]["state"] in ("backoff", "connecting", "handshaking") and rows["live"]["connections"] == 0, rows
+    assert "certificate verify failed" in rows["live"]["last_error"] or "VerificationError" in rows["live"]["last_error"], rows
+    assert refused.poll() is None  # still waiting for a stream that cannot come
+    refused.kill()
+    pub.kill()
+    # B first: its refused relay keeps reconnecting to A, and a TLS connection that A's factory
+    # refuses while shutting down makes Twisted's TLS wrapper log a traceback (not ours to test here).
+    rc, _ = b.process.terminate()
+    assert b.process.clean_stop_problem(rc) is None
 
 
 def test_static_pull_is_always_on(e2e):
