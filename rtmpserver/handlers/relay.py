@@ -113,6 +113,8 @@ class RelayHandler:
         return PulledStream(relay, source, static)
 
     def _start_pull(self, name: str, args: dict) -> PulledStream:
+        if self._relay_count() >= self.max_relays:
+            raise ValueError(f"{self._relay_count()} relays already run (relay.max_relays)")
         url = fill_template(self.pull, name=name, app=self.app, args=_query(args))
         pulled = self._pulled(name, url)
         pulled.start()
@@ -188,7 +190,8 @@ class RelayHandler:
     def _push(self, live, request):
         if live is None or live.name in self.pushes:
             return live
-        sinks = []
+        sinks: list[PushSink] = []
+        self.pushes[live.name] = sinks
         for template in self.push:
             if self._relay_count() >= self.max_relays:
                 self._log.warn("relay.push [app:{app}]: {n} relays already run (relay.max_relays); {name} not pushed to more targets",
@@ -203,7 +206,6 @@ class RelayHandler:
             sink = PushSink(live, relay, backlog_bytes=self.app_config.player_backlog_bytes,
                             backlog_time=self.app_config.player_backlog_time)
             sinks.append(sink)
-            self.pushes[live.name] = sinks
             live.add_sink(sink)
             relay.start()
         return live

@@ -182,3 +182,13 @@ def test_an_http_flv_viewer_waits_for_the_pull_bounded_by_http_wait():
     assert pending.outcome.rejected
     clock.advance(5.1)
     assert "gone" not in h.on_demand.demands
+
+
+def test_max_relays_counts_pulls_and_pushes_together():
+    h, clock, hub, wanted = load({"pull": "rtmp://origin/src/{name}", "push": "rtmp://edge/live/{name}", "max_relays": "2"})
+    live = hub.get_or_create("live", "pub")
+    live.start(object(), 0.0)
+    testing.run_hook(h, testing.publish_request("pub"), clock=clock, final=lambda req: live)
+    assert play(h, "a", 1, clock).proceeded
+    assert play(h, "b", 2, clock).proceeded  # admitted, but no third relay: it waits like for any stream
+    assert [u.public for u in wanted] == ["rtmp://edge/live/pub", "rtmp://origin/src/a"]
