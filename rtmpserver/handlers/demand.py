@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from twisted.internet import task
 from twisted.logger import Logger
 
 __all__ = ["Demand", "OnDemand"]
@@ -79,6 +80,33 @@ class OnDemand:
         if not d.players:
             self._cancel(d)
             d.timer = self.clock.callLater(self.linger, self._expire, d)
+
+    def proceed_when_live(self, request, proceed, is_live: Callable[[], bool], wait: float, admitted):
+        """For a viewer that is only served a stream already live when decided (HTTP-FLV): start
+        the source for it, let the decision wait until ``is_live()`` (polled every 0.1 s, at most
+        ``wait`` seconds, or until the viewer left), then ``proceed``; ``admitted(result,
+        request)`` runs if the chain let it through (it should call ``joined``)."""
+        hold = object()  # the viewer while it waits, so that the linger does not run
+        name = request.name
+        if self.joined(name, hold, dict(request.args)) is None:
+            d = proceed(request)
+            d.addCallback(admitted, request)
+            return d
+        deadline = self.clock.seconds() + wait
+
+        def release(result):
+            self.left(name, hold)
+            return result
+
+        def poll(_=None):
+            if is_live() or self.clock.seconds() >= deadline or request.session.closed:
+                d = proceed(request)
+                d.addCallback(admitted, request)
+                d.addBoth(release)
+                return d
+            return task.deferLater(self.clock, 0.1, lambda: None).addCallback(poll)
+
+        return poll()
 
     def _expire(self, d: Demand) -> None:
         d.timer = None

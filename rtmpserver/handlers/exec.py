@@ -316,7 +316,7 @@ class ExecHandler:
 
     def __init__(self, context, *, publish: list[Command], pull: list[Command], record_done: list[Command],
                  grace: float, linger: float, max_processes: int, backoff_initial: float, backoff_max: float,
-                 spawn=None) -> None:
+                 http_wait: float = 5.0, spawn=None) -> None:
         self.app = context.app.name
         self.hub = context.hub
         self.clock = context.clock
@@ -327,6 +327,7 @@ class ExecHandler:
         self.record_cmds = record_done
         self.grace = grace
         self.max_processes = max_processes
+        self.http_wait = http_wait
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.procs: list[Supervised] = []  # every process wanted or still exiting
@@ -378,15 +379,23 @@ class ExecHandler:
         return live
 
     def play(self, request, proceed):
+        if not self.pull_cmds:
+            return proceed(request)
+        if request.session.protocol == "http-flv" and not self._live(request.name):
+            # HTTP-FLV answers 404 unless the stream is live when decided: start the source and wait.
+            return self.on_demand.proceed_when_live(request, proceed, lambda: self._live(request.name),
+                                                    self.http_wait, self._played)
         d = proceed(request)
-        if self.pull_cmds:
-            d.addCallback(self._played, request)
+        d.addCallback(self._played, request)
         return d
+
+    def _live(self, name: str) -> bool:
+        live = self.hub.get(self.app, name)
+        return live is not None and live.active
 
     def _played(self, result, request):
         name = request.name
-        live = self.hub.get(self.app, name)
-        if self.on_demand.wanted(name) or live is None or not live.active:
+        if self.on_demand.wanted(name) or not self._live(name):
             self.on_demand.joined(name, request.session.id, {})
         return result
 
@@ -460,6 +469,7 @@ class ExecHandlerFactory:
         v = section.convert({
             "grace": (seconds(0.1, 300.0), "5"),
             "linger": (seconds(0.0, 3600.0, allow_zero=True), "5"),
+            "http_wait": (seconds(0.0, 60.0, allow_zero=True), "5"),
             "max_processes": (integer(1, 1000, "a number of processes"), "16"),
             "backoff_initial": (seconds(0.05, 300.0), "1"),
             "backoff_max": (seconds(0.05, 3600.0), "30"),
@@ -469,11 +479,13 @@ class ExecHandlerFactory:
         publish = _commands(section, "publish", ("app", "name"))
         pull = _commands(section, "pull", ("app", "name"))
         record_done = _commands(section, "record_done", ("app", "name", "path", "dirname", "basename"))
+        if v["http_wait"] >= context.app.handler_timeout:
+            raise section.problem("http_wait", f"must be less than the app's handler_timeout ({context.app.handler_timeout:g} s)")
         if not (publish or pull or record_done):
             raise ConfigError(f"{section.where} exec: set exec.publish, exec.pull or exec.record_done (nothing to run)")
         return ExecHandler(context, publish=publish, pull=pull, record_done=record_done, grace=v["grace"],
                            linger=v["linger"], max_processes=v["max_processes"], backoff_initial=v["backoff_initial"],
-                           backoff_max=v["backoff_max"])
+                           backoff_max=v["backoff_max"], http_wait=v["http_wait"])
 
 
 factory = ExecHandlerFactory()

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
-from twisted.internet import task
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -138,7 +137,9 @@ class RelayHandler:
         if self.pull is None:
             return proceed(request)
         if request.session.protocol == "http-flv" and not self._live_here(request.name, pulled_too=True):
-            return self._play_when_live(request, proceed)
+            # HTTP-FLV answers 404 unless the stream is live when decided: start the pull and wait.
+            return self.on_demand.proceed_when_live(request, proceed, lambda: self._live_here(request.name, pulled_too=True),
+                                                    self.http_wait, self._played)
         d = proceed(request)
         d.addCallback(self._played, request)
         return d
@@ -146,29 +147,6 @@ class RelayHandler:
     def _live_here(self, name: str, pulled_too: bool = False) -> bool:
         live = self.hub.get(self.app, name)
         return live is not None and live.active and (pulled_too or not isinstance(live.publisher, PullSource))
-
-    def _play_when_live(self, request, proceed):
-        """An HTTP-FLV viewer is only served a stream that is live when decided: start the pull
-        and let the decision wait (bounded by ``relay.http_wait``) until the stream arrives."""
-        hold = object()  # stands for the viewer while it waits, so the linger does not run
-        name = request.name
-        if self.on_demand.joined(name, hold, dict(request.args)) is None:
-            return proceed(request)
-        deadline = self.clock.seconds() + self.http_wait
-
-        def poll(_=None):
-            if self._live_here(name, pulled_too=True) or self.clock.seconds() >= deadline or request.session.closed:
-                d = proceed(request)
-                d.addCallback(self._played, request)
-                d.addBoth(release)
-                return d
-            return task.deferLater(self.clock, 0.1, lambda: None).addCallback(poll)
-
-        def release(result):
-            self.on_demand.left(name, hold)
-            return result
-
-        return poll()
 
     def _played(self, result, request):
         name = request.name

@@ -72,6 +72,10 @@ def test_on_demand_source(e2e):
     check_media(player.out_path, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(player))
     # The last player left: exec.linger later the source is stopped.
     assert wait_until(lambda: processes(srv) == [] and gone(row["pid"]), timeout=10), processes(srv)
+    # An HTTP-FLV viewer starts one too; its request waits (exec.http_wait) until the stream is live.
+    viewer = e2e.play(srv.http_url("src/other.flv"), seconds=2)
+    viewer.wait_ok(timeout=25)
+    check_media(viewer.out_path, min_video_frames=2 * FPS - 9, min_audio_frames=60, context=e2e.context(viewer))
 
 
 def test_crash_loop_backs_off(e2e):
