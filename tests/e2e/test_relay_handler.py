@@ -99,6 +99,10 @@ def test_pull_on_demand_survives_an_origin_restart(e2e):
     out = e2e.workdir / "player.flv"
     player = pull_client(e2e, b.url("live/cam"), out, seconds=6)
     assert wait_until(lambda: any(r["state"] == "playing" for r in relays(b)), timeout=10), relays(b)
+    with urllib.request.urlopen(b.http_url("api/v1/streams"), timeout=5) as r:
+        streams = json.load(r)["streams"]
+    assert [(s["name"], s["publisher"]["protocol"], s["publisher"]["address"]) for s in streams] == [
+        ("cam", "relay", f"rtmp://127.0.0.1:{a.port}/live/cam")], streams
     time.sleep(2.5)
     # The origin dies (no goodbye) and comes back on the same port; its publisher starts again.
     a.process.terminated_by_test = True

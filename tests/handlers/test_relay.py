@@ -192,3 +192,19 @@ def test_max_relays_counts_pulls_and_pushes_together():
     assert play(h, "a", 1, clock).proceeded
     assert play(h, "b", 2, clock).proceeded  # admitted, but no third relay: it waits like for any stream
     assert [u.public for u in wanted] == ["rtmp://edge/live/pub", "rtmp://origin/src/a"]
+
+
+def test_a_pulled_stream_shows_its_upstream_as_publisher():
+    from zope.interface.verify import verifyObject
+
+    from rtmpserver.interfaces import IMonitoredClient
+
+    h, clock, hub, wanted = load({"pull": "rtmp://origin/src/{name}?{args}"})
+    play(h, "cam", 1, clock, args={"token": "secret"})
+    source = h.on_demand.demands["cam"].source.source
+    source.relay_started()
+    clock.advance(3)
+    verifyObject(IMonitoredClient, source)
+    d = source.describe(clock.seconds())
+    assert d["address"] == d["tcurl"] == "rtmp://origin/src/cam" and d["protocol"] == "relay" and d["time"] == 3
+    assert "secret" not in repr(d)
