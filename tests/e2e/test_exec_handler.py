@@ -133,3 +133,19 @@ def _server(e2e, port: int, apps: dict):
     }
     return e2e.start_process(e2e.write_config(sections), port, None, http_port=http_port)
 
+
+
+def test_record_done_runs_per_finished_recording(e2e):
+    port = _port()
+    rec = e2e.workdir / "rec; touch INJECTED"  # a path with a space and a ';': one argument, no shell
+    srv = _server(e2e, port, {
+        "app:live": {"handlers": "record, exec, live", "record.path": f"{rec}/{{name}} take.flv",
+                     "exec.record_done": "cp {path} {dirname}/copy-{basename}"},
+    })
+    pub = e2e.publish(srv.url("live/cam"), seconds=2)
+    pub.wait_ok(timeout=20)
+    assert wait_until(lambda: (rec / "copy-cam take.flv").exists(), timeout=10), sorted(p.name for p in rec.iterdir())
+    assert (rec / "copy-cam take.flv").read_bytes() == (rec / "cam take.flv").read_bytes()
+    assert not (e2e.workdir / "INJECTED").exists() and not (rec / "INJECTED").exists()
+    assert "started cp" in srv.log_text()
+    assert wait_until(lambda: processes(srv) == [], timeout=5)
