@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests) and openssl
-# (test certificates) from Debian when missing.
+# ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests), openssl
+# (test certificates) and nginx with libnginx-mod-rtmp (a foreign push target in
+# tests/e2e/test_relay_handler.py; the tests start it themselves) from Debian when missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v rtmpdump >/dev/null 2>&1 || missing="$$missing rtmpdump"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing="$$missing libnginx-mod-rtmp"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -27,6 +27,7 @@ from rtmpserver.interfaces import (
     IAppHandlerFactory,
     IHandlerService,
     IHLSProvider,
+    IMonitoredHandler,
     IRecordingController,
     IRecordingObserver,
     IRecordingSource,
@@ -38,7 +39,8 @@ __all__ = ["discover", "build_chains", "providers", "Discovered"]
 _log = Logger()
 
 # Interfaces a handler may provide besides IAppHandler: checked with verifyObject when it loads.
-_OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider)
+_OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider,
+             IMonitoredHandler)
 
 
 class Discovered(dict):

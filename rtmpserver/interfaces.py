@@ -273,3 +273,15 @@ class IHLSProvider(Interface):
 
     def segmenter(app, name):
         """The ``rtmpserver.media.hls.HLSSegmenter`` of live stream ``app/name``, or None."""
+
+
+class IMonitoredHandler(Interface):
+    """Optional for a handler: things it runs that monitoring shows (relays, supervised processes).
+
+    ``/stat`` lists the rows under their application, ``/api/v1/relays`` and ``/api/v1/processes``
+    list them as JSON.  Called at request time on the reactor thread: quick, never blocking, and
+    never a secret in a row (URLs without query strings or credentials, no command lines)."""
+
+    def monitor_rows(now):
+        """A list of dicts; each has ``kind`` ("relay" or "process"), ``app`` and ``name``
+        (the stream), plus the kind's fields (docs/handlers.md)."""

@@ -68,6 +68,7 @@ class FakeSession:
         self.connect_params = dict(connect_params or {"app": app, "tcUrl": f"rtmp://127.0.0.1/{app}"})
         self.handler_data: dict = {}
         self.closed = False
+        self.protocol = "rtmp"  # ISessionView.protocol
         self.view = SessionView(self)
 
     def close(self) -> None:

@@ -13,14 +13,17 @@ import platform
 import re
 from xml.sax.saxutils import escape
 
+from twisted.logger import Logger
+
 from rtmpserver.codec import amf0
 from rtmpserver.errors import RemoteProtocolError
-from rtmpserver.interfaces import IMonitoredClient
+from rtmpserver.interfaces import IMonitoredClient, IMonitoredHandler
 from rtmpserver.media import codecs, flv
 
-__all__ = ["snapshot", "stat_xml", "streams_json", "clients_json", "MetricsCollector"]
+__all__ = ["snapshot", "stat_xml", "streams_json", "clients_json", "handler_rows_json", "MetricsCollector"]
 
 _VERSION = "0.1.0"
+_log = Logger()
 
 
 # nginx-rtmp prints the H.264 profile by name (ngx_rtmp_stat_get_avc_profile).
@@ -109,6 +112,7 @@ def snapshot(factory, flv_clients=()) -> dict:
         totals["bytes_out"] += c["bytes_out"]
     return {
         "now": now,
+        "handler_rows": _handler_rows(factory, now),
         "uptime": now - factory.started,
         "accepted": factory.stats["connections_total"],
         "connections": len(sessions),
@@ -118,6 +122,19 @@ def snapshot(factory, flv_clients=()) -> dict:
         "stats": dict(factory.stats),
         "app_totals": {k: dict(v) for k, v in factory.app_totals.items()},
     }
+
+
+def _handler_rows(factory, now: float) -> list[dict]:
+    """Rows of handlers that provide IMonitoredHandler (relays, processes); one that fails is skipped."""
+    rows: list[dict] = []
+    for app, chain in (getattr(factory, "chains", None) or {}).items():
+        for _, h in chain.handlers:
+            if IMonitoredHandler.providedBy(h):
+                try:
+                    rows.extend(dict(r, app=r.get("app", app)) for r in h.monitor_rows(now))
+                except Exception:
+                    _log.failure("monitor rows of handler {handler!r} failed", handler=h)
+    return rows
 
 
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -202,7 +219,15 @@ def stat_xml(snap: dict) -> bytes:
             if st.get("extra"):  # handlers' fields (IServerMetrics.annotate_stream); XML-name keys only
                 out.append("<extra>" + "".join(_el(k, v) for k, v in st["extra"].items() if _XML_NAME.fullmatch(k)) + "</extra>")
             out.append("</stream>")
-        out.append(_el("nclients", nclients) + "</live></application>")
+        out.append(_el("nclients", nclients) + "</live>")
+        # Relays and supervised processes of the app (not in nginx-rtmp's document: extra elements
+        # after <live>, which its XSL pages ignore).
+        for row in snap.get("handler_rows", ()):
+            if row.get("app") == app and _XML_NAME.fullmatch(str(row.get("kind", ""))):
+                out.append(f"<{row['kind']}>" + "".join(
+                    _el(k, v) for k, v in row.items() if k not in ("kind", "app") and _XML_NAME.fullmatch(k) and v is not None
+                ) + f"</{row['kind']}>")
+        out.append("</application>")
     out.append("</server></rtmp>\n")
     return "".join(out).encode("utf-8")
 
@@ -218,6 +243,11 @@ def streams_json(snap: dict) -> dict:
                 **({"extra": st["extra"]} if "extra" in st else {}),
             })
     return {"streams": streams}
+
+
+def handler_rows_json(snap: dict, kind: str) -> dict:
+    """``/api/v1/relays`` and ``/api/v1/processes``: the rows of that kind (IMonitoredHandler)."""
+    return {{"relay": "relays", "process": "processes"}.get(kind, kind): [r for r in snap.get("handler_rows", ()) if r.get("kind") == kind]}
 
 
 def clients_json(snap: dict) -> dict:

@@ -169,6 +169,9 @@ class RootResource(Resource):
                 return self._admin(request, lambda: (json.dumps(monitor.streams_json(self._snap()), indent=1).encode(), b"application/json"))
             if path[2] == b"clients":
                 return self._admin(request, lambda: (json.dumps(monitor.clients_json(self._snap()), indent=1).encode(), b"application/json"))
+            if path[2] in (b"relays", b"processes"):
+                kind = "relay" if path[2] == b"relays" else "process"
+                return self._admin(request, lambda: (json.dumps(monitor.handler_rows_json(self._snap(), kind), indent=1).encode(), b"application/json"))
         if path == [b"metrics"] and conf.metrics:
             return self._admin(request, self._metrics)
         if path and path[0] == b"control" and conf.control:

@@ -159,6 +159,8 @@ class RelaySession:
             elif t is m.UserControl:
                 if msg.event == m.UserControlEvent.PING_REQUEST:
                     self.conn.send(m.UserControl.ping_response(msg.value))
+                elif self.mode == PLAY and self.phase == PLAYING and msg.value == self.stream_id:
+                    self._stream_event(msg.event)
             if self.phase == CLOSED:
                 return
 
@@ -342,6 +344,16 @@ class RelaySession:
         if level == "error" or code in ("NetStream.Play.StreamNotFound", "NetStream.Publish.BadName", "NetConnection.Connect.Closed"):
             desc = info.get("description")
             self._fail(f"{code}: {desc}" if desc else code)
+
+    def _stream_event(self, event: int) -> None:
+        # Adobe RTMP 1.0, 7.1.7: StreamEOF says playback of the stream is over, StreamBegin that
+        # it (re)started.  An origin that does not send Play.UnpublishNotify/PublishNotify to
+        # players (nginx-rtmp with publish_notify off, ours with publish_notify = no) signals a
+        # publisher leaving and coming back with these alone.
+        if event == m.UserControlEvent.STREAM_EOF:
+            self._media_stopped("unpublished upstream (StreamEOF)")
+        elif event == m.UserControlEvent.STREAM_BEGIN:
+            self._media_started()
 
     def _data(self, msg: m.DataMessage) -> None:
         if not self.media_active:

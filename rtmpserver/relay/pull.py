@@ -12,12 +12,12 @@ from __future__ import annotations
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtmpserver.interfaces import IPublisher, IRelayConsumer
+from rtmpserver.interfaces import IMonitoredClient, IPublisher, IRelayConsumer
 
 __all__ = ["PullSource"]
 
 
-@implementer(IRelayConsumer, IPublisher)
+@implementer(IRelayConsumer, IPublisher, IMonitoredClient)
 class PullSource:
     _log = Logger()
 
@@ -50,6 +50,20 @@ class PullSource:
         self.live = None
         if self.relay is not None:
             self.relay.stop()
+
+    # -- IMonitoredClient ------------------------------------------------------------------------------
+
+    def describe(self, now: float) -> dict:
+        """The stream's publisher as /stat and /api show it: the upstream (public URL, no query)."""
+        r = self.relay
+        url = r.url.public if r is not None else ""
+        return {
+            "id": 0, "address": url, "port": 0, "protocol": "relay", "app": self.app, "streams": [self.name],
+            "role": "publisher", "time": (now - self.live.started_at) if self.live is not None else 0,
+            "flashver": "", "swfurl": "", "pageurl": "", "tcurl": url,
+            "bytes_in": r.bytes_in if r is not None else 0, "bytes_out": r.bytes_out if r is not None else 0,
+            "dropped": 0, "timestamp": 0,
+        }
 
     # -- IRelayConsumer -------------------------------------------------------------------------------
 

@@ -59,7 +59,9 @@ class FLVFileConsumer:
                 self.on_done()
 
     def relay_started(self) -> None:
-        pass
+        # One line per start/stop on stderr: what a test (or a person) watching an origin restart
+        # wants to see (Play.Start / PublishNotify / StreamBegin, then UnpublishNotify / StreamEOF).
+        print("stream started", file=sys.stderr, flush=True)
 
     def metadata(self, timestamp: int, payload: bytes) -> None:
         self._write(18, timestamp, payload, False)
@@ -74,7 +76,7 @@ class FLVFileConsumer:
         self._write(8, timestamp, payload, True)
 
     def relay_stopped(self, reason: str) -> None:
-        pass
+        print(f"stream stopped: {reason}", file=sys.stderr, flush=True)
 
 
 @implementer(IRelayFeeder)
