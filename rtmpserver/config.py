@@ -102,6 +102,7 @@ class HTTPConfig:
     max_connections_per_ip: int = 32
     header_timeout: float = 10.0
     max_flv_clients_per_ip: int = 8
+    ws: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,8 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_connections_per_ip": (integer(1, 10_000_000), "32"),
     "header_timeout": (seconds(), "10"),
     "max_flv_clients_per_ip": (integer(0, 10_000_000), "8"),
+    # WebSocket-FLV at the HTTP-FLV URL (rtmpserver/http/ws.py); counts against max_flv_clients.
+    "ws": (boolean, "yes"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

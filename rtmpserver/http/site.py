@@ -2,7 +2,7 @@
 
 | path | what |
 |---|---|
-| ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
+| ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``); WebSocket-FLV when it asks to upgrade (``ws = yes``) |
 | ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts?vt=<token>`` | HLS (``hls = yes``, app with the hls handler) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
@@ -34,6 +34,7 @@ from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
 from rtmpserver.http.viewers import HLSViewers
+from rtmpserver.http.ws import is_upgrade, serve_ws_flv
 
 __all__ = ["RootResource", "HTTPSite", "build_site", "access_log_line", "loopback_host_ok"]
 
@@ -180,13 +181,17 @@ class RootResource(Resource):
                 return self._reply(request, 404, b"not found\n")
             self._cors(request)
             return self.hls_viewers.render(request, app, name)
-        if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
+        if len(path) == 2 and path[1].endswith(b".flv") and (conf.flv or conf.ws):
             app = _clean(path[0])
             name = _clean(path[1][:-4])
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
-            self._cors(request)
-            return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
+            if is_upgrade(request):
+                if conf.ws:
+                    return serve_ws_flv(request, self.factory, conf, self.flv_clients, app, name)
+            elif conf.flv:
+                self._cors(request)
+                return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
         return self._reply(request, 404, b"not found\n")
 
     def _admin(self, request, produce):
@@ -289,6 +294,20 @@ class _Channel(http.HTTPChannel):
         if not self._refused:
             super().allContentReceived()
 
+    def hand_over(self):
+        """This connection becomes another protocol's (a WebSocket, ``rtmpserver.http.ws``).
+
+        Its timers stop and it stops being the transport's producer; it keeps counting against the
+        section's connection limits until the returned callable is called (when that protocol's
+        connection is lost: this channel never hears of it).
+        """
+        self._disarm()
+        self.setTimeout(None)
+        self.transport.unregisterProducer()
+        site, host = self.site, self.site._host(self)
+        self._counted = False
+        return lambda: site.connection_lost(self, host)
+
     def requestDone(self, request):
         # The next request's headers have the same deadline.  Armed before the parent replays
         # pipelined data, so a next request already complete disarms it again.
@@ -345,9 +364,10 @@ class HTTPSite(server.Site):
         host = self._host(channel)
         self.per_ip[host] = self.per_ip.get(host, 0) + 1
 
-    def connection_lost(self, channel) -> None:
+    def connection_lost(self, channel, host: str | None = None) -> None:
         self.connections.discard(channel)
-        host = self._host(channel)
+        if host is None:
+            host = self._host(channel)
         n = self.per_ip.get(host, 0) - 1
         if n > 0:
             self.per_ip[host] = n
