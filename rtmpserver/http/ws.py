@@ -38,7 +38,8 @@ from rtmpserver.sinks import LiveSink
 __all__ = ["WSFLVClient", "is_upgrade", "serve_ws_flv"]
 
 # A player sends no data messages; pings and closes are a few bytes (RFC 6455 5.5: control frame
-# payloads are at most 125 bytes).  Anything larger is refused by autobahn with close code 1009.
+# payloads are at most 125 bytes).  A larger frame is refused by autobahn with close code 1009, a
+# larger message made of small frames by _WSFLVProtocol.
 MAX_INCOMING = 4096
 OPEN_TIMEOUT = 10.0  # seconds for the replayed upgrade request to be answered (it is at once)
 CLOSE_TIMEOUT = 5.0  # seconds a peer has to answer our Close before the TCP connection is dropped
@@ -146,8 +147,17 @@ class _WSFLVProtocol(WebSocketServerProtocol):
             self.client = start(self)
             self.transport.registerProducer(self.client, True)
 
+    def onMessageFrameBegin(self, length):
+        # autobahn bounds each incoming frame (maxFramePayloadSize); its message bound would also
+        # apply to what we send, so a message fragmented into many small frames is bounded here.
+        super().onMessageFrameBegin(length)
+        if self.message_data_total_length > MAX_INCOMING:
+            self._log.info("{peer}: WebSocket message over {n} bytes from a viewer; closing",
+                           peer=self.peer, n=MAX_INCOMING)
+            self.dropConnection(abort=True)
+
     def onMessage(self, payload, isBinary):
-        pass  # a viewer has nothing to say; size is bounded by MAX_INCOMING
+        pass  # a viewer has nothing to say
 
     def onClose(self, wasClean, code, reason):
         if self.client is not None:
@@ -166,7 +176,7 @@ def _factory() -> WebSocketServerFactory:
     f = WebSocketServerFactory(server="rtmpserver")
     f.protocol = _WSFLVProtocol
     f.setProtocolOptions(
-        maxFramePayloadSize=MAX_INCOMING, maxMessagePayloadSize=MAX_INCOMING,
+        maxFramePayloadSize=MAX_INCOMING,
         openHandshakeTimeout=OPEN_TIMEOUT, closeHandshakeTimeout=CLOSE_TIMEOUT,
         # Media is already compressed; deflate would only cost CPU per viewer.
         perMessageCompressionAccept=lambda offers: None,

@@ -155,3 +155,27 @@ def test_connection_count_comes_back_when_the_websocket_ends():
     assert t.protocol is not channel  # the WebSocket has the transport now
     t.protocol.connectionLost(Failure(ConnectionDone()))
     assert site.per_ip == {} and not site.resource.flv_clients
+
+
+def masked(op: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame (RFC 6455 5.3: client frames are masked)."""
+    mask = b"\x01\x02\x03\x04"
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | op])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_big_tags_go_out_and_big_incoming_messages_close_the_connection():
+    f, site = make()
+    pub, sid = live_stream(f)
+    channel, t = connect(site)
+    pub.send_media(sid, "v", 33, inter(100000))
+    _, msgs = split(t.value())
+    assert len(msgs[-1][1]) == 11 + len(inter(100000)) + 4
+    ws = t.protocol
+    ws.dataReceived(masked(2, b"x" * 2000, fin=False))
+    assert not t.disconnecting
+    for _ in range(2):  # fragments of 2000 bytes: each frame is small, the message is not
+        ws.dataReceived(masked(0, b"x" * 2000, fin=False))
+    assert t.disconnecting
