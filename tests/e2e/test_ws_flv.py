@@ -22,7 +22,15 @@ import pytest
 
 from tests.e2e import helpers
 from tests.e2e.helpers import FPS, wait_until
-from tests.e2e.test_browser import ADVANCE, PAGE_LIMIT, REPORT_TIMEOUT, SIZE, Chromium, PageServer, _require_browser
+from tests.e2e.test_browser import (
+    ADVANCE,
+    PAGE_LIMIT,
+    REPORT_TIMEOUT,
+    SIZE,
+    Chromium,
+    PageServer,
+    _require_browser,
+)
 
 pytestmark = pytest.mark.e2e
 
