@@ -103,6 +103,10 @@ class HTTPConfig:
     header_timeout: float = 10.0
     max_flv_clients_per_ip: int = 8
     ws: bool = True
+    rtmpt: bool = False
+    rtmpt_idle_timeout: float = 15.0
+    rtmpt_max_queue: int = 4194304
+    rtmpt_max_body: int = 2097152
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,11 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_flv_clients_per_ip": (integer(0, 10_000_000), "8"),
     # WebSocket-FLV at the HTTP-FLV URL (rtmpserver/http/ws.py); counts against max_flv_clients.
     "ws": (boolean, "yes"),
+    # RTMPT (rtmpserver/http/rtmpt.py): RTMP sessions carried by HTTP POSTs on this listener.
+    "rtmpt": (boolean, "no"),
+    "rtmpt_idle_timeout": (seconds(), "15"),
+    "rtmpt_max_queue": (size(65536, 2**32), "4194304"),
+    "rtmpt_max_body": (size(4096, 2**31), "2097152"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

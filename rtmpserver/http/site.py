@@ -8,6 +8,7 @@
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
 | ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
+| ``POST /open/1``, ``/send|idle|close/<id>/<seq>``, ``/fcs/ident2`` | RTMPT (``rtmpt = yes``) |
 
 Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
 or ``?token=``); config refuses them on a non-loopback listener without one, and control without
@@ -33,6 +34,7 @@ from zope.interface import provider
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
 from rtmpserver.http.flv import serve_flv
+from rtmpserver.http.rtmpt import RTMPTSessions, is_rtmpt_path
 from rtmpserver.http.viewers import HLSViewers
 from rtmpserver.http.ws import is_upgrade, serve_ws_flv
 
@@ -106,6 +108,7 @@ class RootResource(Resource):
         self.hls_viewers = HLSViewers(factory, hls_registry, factory.clock, http_config.hls_viewer_timeout,
                                       http_config.max_hls_viewers)
         self._metrics_registry = None
+        self.rtmpt = RTMPTSessions(factory, http_config)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -138,10 +141,12 @@ class RootResource(Resource):
 
     def render_POST(self, request):
         # Only /control takes POST (nginx-rtmp's control answers both); its parameters are in
-        # the query string, a body is not read.
+        # the query string, a body is not read.  RTMPT is all POSTs (rtmpserver.http.rtmpt).
         path = [p for p in request.postpath if p]
         if path and path[0] == b"control" and self.conf.control:
             return self._control(request, path)
+        if self.conf.rtmpt and is_rtmpt_path(b"/" + b"/".join(path) + b"/"):
+            return self.rtmpt.render(request, path)
         request.setHeader(b"allow", b"GET, HEAD")
         return self._reply(request, 405, b"method not allowed\n")
 
@@ -282,6 +287,14 @@ class _Channel(http.HTTPChannel):
         self._disarm()
         if self.length != 0:  # Content-Length > 0, or chunked (None)
             path = self._path.split(b"?", 1)[0]
+            if self._command == b"POST" and self.site.conf.rtmpt and is_rtmpt_path(path):
+                # RTMPT carries RTMP in request bodies: bounded, and never chunked (its clients
+                # send Content-Length).
+                if self.length is None or self.length > self.site.conf.rtmpt_max_body:
+                    self._refuse(413, b"Payload Too Large")
+                    return
+                super().allHeadersReceived()
+                return
             if self._command != b"POST" or not path.startswith(b"/control/"):
                 self._refuse(405, b"Method Not Allowed", b"Allow: GET, HEAD\r\n")
                 return
@@ -341,6 +354,7 @@ class HTTPSite(server.Site):
     def stopFactory(self) -> None:
         # The last listener of the section stops: HLS viewer sessions end (handlers hear it).
         self.resource.hls_viewers.shutdown()
+        self.resource.rtmpt.shutdown()
         super().stopFactory()
 
     def buildProtocol(self, addr):
