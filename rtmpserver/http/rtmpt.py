@@ -146,12 +146,16 @@ class _Session:
         self.last_seen = owner.clock.seconds()
         self.timer = owner.clock.callLater(owner.conf.rtmpt_idle_timeout, self._idle_check)
         self.grace = None
+        self.soon = None  # the call answering a held poll with data just queued
 
     # -- the transport's events -------------------------------------------------------------
 
     def data_queued(self) -> None:
-        if self.held is not None:
-            self._answer_held()
+        # Answered on the next reactor turn, not at the first write: a session writes several
+        # messages in one go (a play's statuses, metadata, sequence headers and cached GOP), and
+        # they should leave in one answer.
+        if self.held is not None and self.soon is None:
+            self.soon = self.owner.clock.callLater(0, self._answer_held)
 
     def closing(self) -> None:
         """The RTMP side closed: answer what is held, give the client a moment to collect the rest."""
@@ -217,6 +221,12 @@ class _Session:
         request.notifyFinish().addErrback(gone)
 
     def _answer_held(self) -> None:
+        if self.soon is not None:
+            if self.soon.active():
+                self.soon.cancel()
+            self.soon = None
+        if self.held is None:
+            return
         request, timer = self.held
         self.held = None
         if timer.active():

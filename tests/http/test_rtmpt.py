@@ -93,7 +93,10 @@ def test_idle_poll_is_held_until_data_or_timeout_and_the_interval_grows():
         intervals.append(c.response()[1][0])
     assert intervals == [5, 9, 17, 33, 33, 33]
     c.post(f"/idle/{sid}/9")
-    session.transport.write(b"media")  # data while held: answered at once, interval back to 1
+    session.transport.write(b"me")  # data while held: answered on the next turn, interval back to 1
+    session.transport.write(b"dia")
+    assert c.response() is None
+    clock.advance(0)
     assert c.response() == (200, b"\x01media")
 
 
