@@ -107,6 +107,7 @@ class HTTPConfig:
     rtmpt_idle_timeout: float = 15.0
     rtmpt_max_queue: int = 4194304
     rtmpt_max_body: int = 2097152
+    dashboard: bool = True
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,8 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "rtmpt_idle_timeout": (seconds(), "15"),
     "rtmpt_max_queue": (size(65536, 2**32), "4194304"),
     "rtmpt_max_body": (size(4096, 2**31), "2097152"),
+    # The page at / (rtmpserver/http/dashboard.py); it reads /api, so it needs api = yes.
+    "dashboard": (boolean, "yes"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

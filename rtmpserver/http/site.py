@@ -4,6 +4,7 @@
 |---|---|
 | ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``); WebSocket-FLV when it asks to upgrade (``ws = yes``) |
 | ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts?vt=<token>`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/``, ``/static/...`` | the dashboard page (``dashboard = yes`` and ``api = yes``) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
@@ -33,6 +34,7 @@ from zope.interface import provider
 
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
+from rtmpserver.http.dashboard import StaticFiles
 from rtmpserver.http.flv import serve_flv
 from rtmpserver.http.rtmpt import RTMPTSessions, is_rtmpt_path
 from rtmpserver.http.viewers import HLSViewers
@@ -109,6 +111,7 @@ class RootResource(Resource):
                                       http_config.max_hls_viewers)
         self._metrics_registry = None
         self.rtmpt = RTMPTSessions(factory, http_config)
+        self.static = StaticFiles() if http_config.dashboard and http_config.api else None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -168,6 +171,12 @@ class RootResource(Resource):
         if path and path[-1] == b"":
             path = path[:-1]
         conf = self.conf
+        if conf.dashboard and conf.api and (not path or path[0] == b"static"):
+            # The page and its files: no data, no secret, so no token (rtmpserver.http.dashboard).
+            if not path:
+                return self.static.render(request, "index.html")
+            name = b"/".join(path[1:]).decode("ascii", "replace")
+            return self.static.render(request, name)
         if path == [b"stat"] and conf.stat:
             return self._admin(request, lambda: (monitor.stat_xml(self._snap()), b"text/xml; charset=utf-8"))
         if len(path) == 3 and path[:2] == [b"api", b"v1"] and conf.api:
