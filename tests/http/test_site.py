@@ -271,3 +271,15 @@ def test_streams_json_counts_drops_resyncs_recordings_and_relays():
     st, = json.loads(body(ctl(root, "api/v1/streams")))["streams"]
     assert st["dropped"] == client.dropped > 0 and st["resyncs"] == client.resyncs >= 1
     assert (st["recordings"], st["relays_out"], st["relayed_in"]) == ([], 0, False)
+
+
+def test_vendored_players_are_the_versions_the_browser_tests_install():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    wanted = json.loads((root / "tests/e2e/browser/package.json").read_text())["dependencies"]
+    vendor = root / "rtmpserver/http/static/vendor"
+    assert f'"{wanted["mpegts.js"]}"'.encode() in (vendor / "mpegts.js").read_bytes()
+    assert f'"{wanted["hls.js"]}"'.encode() in (vendor / "hls.min.js").read_bytes()
+    notes = (vendor / "README.txt").read_text()
+    assert f"mpegts.js {wanted['mpegts.js']}" in notes and f"hls.js {wanted['hls.js']}" in notes
