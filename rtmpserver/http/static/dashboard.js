@@ -132,14 +132,19 @@ function streamCard(key, s) {
       el("thead", null, el("tr", null, ...["viewer", "protocol", "time", "sent", "dropped"].map((h) => el("th", null, h)))),
       el("tbody", null, ...rows)));
   }
-  card.append(el("div", {class: "buttons"},
+  const buttons = el("div", {class: "buttons"},
     el("button", {type: "button", onclick: () => play(st.app, st.name, "flv")}, "play HTTP-FLV"),
     el("button", {type: "button", onclick: () => play(st.app, st.name, "ws")}, "play WebSocket-FLV"),
-    el("button", {type: "button", onclick: () => play(st.app, st.name, "hls")}, "play HLS"),
-    el("button", {type: "button", onclick: () => control("record/start", st)}, "record"),
-    el("button", {type: "button", onclick: () => control("record/stop", st)}, "stop recording"),
-    el("button", {type: "button", onclick: () => control("drop/publisher", st)}, "drop publisher"),
-  ));
+    el("button", {type: "button", onclick: () => play(st.app, st.name, "hls")}, "play HLS"));
+  if (state.token) {
+    // /control always needs the token (the server refuses control without one), so the buttons
+    // appear once the operator has entered it.
+    buttons.append(
+      el("button", {type: "button", onclick: () => control("record/start", st)}, "record"),
+      el("button", {type: "button", onclick: () => control("record/stop", st)}, "stop recording"),
+      el("button", {type: "button", onclick: () => control("drop/publisher", st)}, "drop publisher"));
+  }
+  card.append(buttons);
   return card;
 }
 
@@ -189,11 +194,6 @@ async function refresh() {
 // -- control -----------------------------------------------------------------------------------
 
 async function control(action, st) {
-  if (!state.token) {
-    $("status").textContent = "control needs the token: enter it above";
-    $("status").className = "error";
-    return;
-  }
   const q = new URLSearchParams({app: st.app, name: st.name});
   try {
     const r = await api("control/" + action + "?" + q, {method: "POST"});
