@@ -153,3 +153,42 @@ def test_mpegtsjs_plays_websocket_flv_in_chromium(e2e, request):
     assert final["decodedFrames"] >= ADVANCE * FPS / 2, f"{final['decodedFrames']} frames decoded{ctx}"
     assert final["droppedFrames"] == 0, f"{final['droppedFrames']} frames dropped by the video element{ctx}"
     assert final["error"] is None, ctx
+
+
+def test_wss_and_rtmpts_on_an_https_listener(e2e):
+    """wss:// (the upgrade hands a TLS connection over) and rtmpts:// (RTMPT in HTTPS) on an ssl: listener."""
+    import ssl
+
+    port, ssl_port, https_port = helpers.free_port(), helpers.free_port(), helpers.free_port()
+    sections = e2e.default_sections(port, ssl_port)
+    key, cert = e2e.workdir / "server.key", e2e.workdir / "server.crt"
+    sections["http:main"] = {"listen": f"ssl:{https_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+                             "rtmpt": "yes", "stat": "no", "api": "no", "metrics": "no"}
+    srv = e2e.start_process(e2e.write_config(sections), port, ssl_port, http_port=https_port)
+    pub = e2e.publish(srv.url("live/secure"), seconds=30)
+    player = e2e.play(f"rtmpts://127.0.0.1:{https_port}/live/secure", seconds=3, name="ffmpeg-rtmpts")
+    player.wait_ok(timeout=30)
+    helpers.check_media(player.out_path, min_video_frames=FPS, context=e2e.context(pub, player))
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", https_port), timeout=5)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    key64 = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /live/secure.flv HTTP/1.1\r\nHost: localhost:{https_port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key64}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        assert data, buf
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    try:
+        msgs = ws_messages(sock, rest, 3.0)
+    finally:
+        sock.close()
+    assert msgs[0][1][:3] == b"FLV"
+    video = [p for op, p in msgs[1:] if op == 2 and p[0] == 9 and p[12] == 1]
+    assert len(video) >= FPS, f"{len(video)} video frames over wss in 3 s\n{helpers.tail(srv.log_text())}"
