@@ -41,6 +41,8 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
+from rtmpserver.interfaces import ITunnelTransport
+
 __all__ = ["RTMPTSessions", "TunnelTransport", "POLL_HOLD", "is_rtmpt_path"]
 
 CONTENT_TYPE = b"application/x-fcs"
@@ -55,7 +57,7 @@ def is_rtmpt_path(path: bytes) -> bool:
     return path.startswith((b"/open/", b"/send/", b"/idle/", b"/close/", b"/fcs/"))
 
 
-@implementer(ITransport, IConsumer)
+@implementer(ITransport, IConsumer, ITunnelTransport)
 class TunnelTransport:
     """The transport of an RTMP session carried by RTMPT: writes queue for the next answer.
 
@@ -66,8 +68,9 @@ class TunnelTransport:
 
     disconnecting = False
 
-    def __init__(self, session: _Session, peer, host, max_queue: int) -> None:
+    def __init__(self, session: _Session, peer, host, max_queue: int, secure: bool = False) -> None:
         self.session = session
+        self.scheme = "rtmpts" if secure else "rtmpt"
         self.peer = peer
         self.host = host
         self.max_queue = max_queue
@@ -137,7 +140,7 @@ class _Session:
         self.id = sid
         addr = request.getClientAddress()
         self.peer_text = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '')}"
-        self.transport = TunnelTransport(self, addr, request.getHost(), owner.conf.rtmpt_max_queue)
+        self.transport = TunnelTransport(self, addr, request.getHost(), owner.conf.rtmpt_max_queue, request.isSecure())
         self.protocol = None
         self.ended = False
         self.is_closing = False

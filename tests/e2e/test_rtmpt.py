@@ -56,6 +56,8 @@ def test_ffmpeg_publishes_over_rtmpt(e2e):
     srv = e2e.server(http={"rtmpt": "yes"})
     pub = e2e.publish(_rtmpt(srv, "uphill"), seconds=30)
     assert wait_until(lambda: _live(srv, "uphill"), timeout=15, interval=0.2), e2e.context(pub)
+    clients = json.loads(urllib.request.urlopen(srv.http_url("api/v1/clients"), timeout=5).read())["clients"]
+    assert [c["protocol"] for c in clients if c["role"] == "publisher"] == ["rtmpt"], clients
     player = e2e.play(srv.url("live/uphill"), seconds=4)
     player.wait_ok(timeout=30)
     helpers.check_media(player.out_path, min_video_frames=2 * FPS, context=e2e.context(pub, player))

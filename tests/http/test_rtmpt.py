@@ -172,3 +172,10 @@ def test_close_ends_the_session_and_a_closing_rtmp_side_delivers_its_last_bytes(
     assert c.response() == (200, b"\x01bye")
     clock.advance(0)
     assert not f.connections and sid not in site.resource.rtmpt.sessions
+
+
+def test_sessions_say_rtmpt():
+    f, site, _ = make()
+    c = Client(site)
+    sid = open_session(c)
+    assert site.resource.rtmpt.sessions[sid].protocol.session.protocol == "rtmpt"
