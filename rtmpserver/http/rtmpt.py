@@ -67,6 +67,7 @@ class TunnelTransport:
     """
 
     disconnecting = False
+    aborted = False
 
     def __init__(self, session: _Session, peer, host, max_queue: int, secure: bool = False) -> None:
         self.session = session
@@ -82,7 +83,7 @@ class TunnelTransport:
 
     # ITransport
     def write(self, data: bytes) -> None:
-        if self.session.ended or not data:
+        if self.session.ended or self.aborted or not data:
             return
         self.queue.append(bytes(data))
         self.queued += len(data)
@@ -99,14 +100,17 @@ class TunnelTransport:
     def writeSequence(self, data) -> None:
         self.write(b"".join(data))
 
+    # Like a TCP transport, the connection is lost on a later reactor turn, never inside the
+    # protocol's own call to loseConnection/abortConnection.
     def loseConnection(self) -> None:
         if not self.disconnecting:
             self.disconnecting = True
-            self.session.closing()
+            self.session.owner.clock.callLater(0, self.session.closing)
 
     def abortConnection(self) -> None:
-        self.disconnecting = True
-        self.session.end(ConnectionLost("RTMPT session aborted"))
+        if not self.aborted:
+            self.aborted = self.disconnecting = True
+            self.session.owner.clock.callLater(0, self.session.end, ConnectionLost("RTMPT session aborted"))
 
     def getPeer(self):
         return self.peer
@@ -162,6 +166,8 @@ class _Session:
 
     def closing(self) -> None:
         """The RTMP side closed: answer what is held, give the client a moment to collect the rest."""
+        if self.ended:
+            return
         self.is_closing = True
         if self.held is not None:
             self._answer_held()

@@ -124,7 +124,7 @@ def test_idle_sessions_close_and_their_connection_ends():
 
 
 def test_queue_bound_pauses_then_closes():
-    f, site, _ = make(http_extra="rtmpt = yes\nrtmpt_max_queue = 65536")
+    f, site, clock = make(http_extra="rtmpt = yes\nrtmpt_max_queue = 65536")
     c = Client(site)
     sid = open_session(c)
     session = site.resource.rtmpt.sessions[sid]
@@ -134,6 +134,7 @@ def test_queue_bound_pauses_then_closes():
     c.post(f"/idle/{sid}/1")
     assert len(c.response()[1]) == 20001 and not proto.paused
     session.transport.write(bytes(70000))
+    clock.advance(0)  # lost on the next turn, as a TCP connection would be
     assert sid not in site.resource.rtmpt.sessions and not f.connections
 
 
@@ -165,8 +166,15 @@ def test_close_ends_the_session_and_a_closing_rtmp_side_delivers_its_last_bytes(
     assert c.response()[0] == 200 and not f.connections
     sid = open_session(c)
     session = site.resource.rtmpt.sessions[sid]
+    session.protocol.close("nothing queued")
+    assert f.connections  # not inside close()
+    clock.advance(0)
+    assert not f.connections
+    sid = open_session(c)
+    session = site.resource.rtmpt.sessions[sid]
     session.protocol.write(b"bye")
     session.protocol.close("test")
+    clock.advance(0)
     assert f.connections  # waits for the client to collect what is queued
     c.post(f"/idle/{sid}/1")
     assert c.response() == (200, b"\x01bye")
@@ -179,3 +187,18 @@ def test_sessions_say_rtmpt():
     c = Client(site)
     sid = open_session(c)
     assert site.resource.rtmpt.sessions[sid].protocol.session.protocol == "rtmpt"
+
+
+def test_a_closing_session_whose_client_never_collects_ends_after_the_grace():
+    from rtmpserver.http.rtmpt import CLOSE_GRACE
+
+    f, site, clock = make()
+    c = Client(site)
+    sid = open_session(c)
+    session = site.resource.rtmpt.sessions[sid]
+    session.protocol.write(b"unread")
+    session.protocol.close("test")
+    clock.advance(CLOSE_GRACE - 0.1)
+    assert f.connections
+    clock.advance(0.2)
+    assert not f.connections and sid not in site.resource.rtmpt.sessions
