@@ -198,6 +198,7 @@ def test_a_closing_session_whose_client_never_collects_ends_after_the_grace():
     session = site.resource.rtmpt.sessions[sid]
     session.protocol.write(b"unread")
     session.protocol.close("test")
+    clock.advance(0)
     clock.advance(CLOSE_GRACE - 0.1)
     assert f.connections
     clock.advance(0.2)
