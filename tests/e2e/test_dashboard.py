@@ -162,6 +162,17 @@ def test_dashboard_lists_plays_and_records_a_live_stream(e2e):
             p = states[-1]["player"]
             assert p["decoded"] >= FPS and not p["errors"], (p, time.monotonic() - t0)
 
+        # The WebSocket-FLV button: the page's CSP lets it connect to ws:// on its own origin.
+        tools.evaluate("[...document.querySelectorAll('[data-key=\"live/dash\"] button')]"
+                       ".find((b) => b.textContent === 'play WebSocket-FLV').click(); true")
+        assert wait_until(lambda: (state()["player"] or {}).get("currentTime") is not None, 5, 0.3)
+        assert tools.evaluate("dashboard.player.url").startswith("ws://"), states[-1]
+        if s["mse"]:
+            assert wait_until(lambda: (state()["player"] or {}).get("currentTime", 0) >= 2.0, 25, 0.5), states[-1]
+            assert not states[-1]["player"]["errors"], states[-1]["player"]
+        assert wait_until(lambda: "ws-flv" in tools.evaluate("JSON.stringify(dashboard.clients.map((c) => c.protocol))"),
+                          10, 0.5), "the page never listed its own WebSocket-FLV viewer"
+
         # Record button: the server starts a recording, the page shows it.
         tools.evaluate("[...document.querySelectorAll('[data-key=\"live/dash\"] button')]"
                        ".find((b) => b.textContent === 'record').click(); true")
