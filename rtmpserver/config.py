@@ -102,6 +102,12 @@ class HTTPConfig:
     max_connections_per_ip: int = 32
     header_timeout: float = 10.0
     max_flv_clients_per_ip: int = 8
+    ws: bool = True
+    rtmpt: bool = False
+    rtmpt_idle_timeout: float = 15.0
+    rtmpt_max_queue: int = 4194304
+    rtmpt_max_body: int = 2097152
+    dashboard: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,15 @@ _HTTP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_connections_per_ip": (integer(1, 10_000_000), "32"),
     "header_timeout": (seconds(), "10"),
     "max_flv_clients_per_ip": (integer(0, 10_000_000), "8"),
+    # WebSocket-FLV at the HTTP-FLV URL (rtmpserver/http/ws.py); counts against max_flv_clients.
+    "ws": (boolean, "yes"),
+    # RTMPT (rtmpserver/http/rtmpt.py): RTMP sessions carried by HTTP POSTs on this listener.
+    "rtmpt": (boolean, "no"),
+    "rtmpt_idle_timeout": (seconds(), "15"),
+    "rtmpt_max_queue": (size(65536, 2**32), "4194304"),
+    "rtmpt_max_body": (size(4096, 2**31), "2097152"),
+    # The page at / (rtmpserver/http/dashboard.py); it reads /api, so it needs api = yes.
+    "dashboard": (boolean, "yes"),
 }
 
 _SECTIONS_HINT = "expected [server], [limits], [app:NAME] or [http:NAME]"

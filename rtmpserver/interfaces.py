@@ -43,7 +43,7 @@ class ISessionView(Interface):
     peer = Attribute("``host:port`` of the client")
     host = Attribute("the client's IP address, text form")
     app = Attribute("the application, or None before an RTMP connect")
-    protocol = Attribute('"rtmp", "rtmps", "http-flv" or "hls"')
+    protocol = Attribute('"rtmp", "rtmps", "rtmpt", "rtmpts", "http-flv", "ws-flv" or "hls"')
     connect_params = Attribute("the RTMP connect object (tcUrl, flashVer, ..., ``args``); for HTTP viewers only ``tcUrl`` and ``args``")
     data = Attribute("a dict handlers may attach things to, for the life of the session")
     closed = Attribute("True once the client has gone")
@@ -285,3 +285,9 @@ class IMonitoredHandler(Interface):
     def monitor_rows(now):
         """A list of dicts; each has ``kind`` ("relay" or "process"), ``app`` and ``name``
         (the stream), plus the kind's fields (docs/handlers.md)."""
+class ITunnelTransport(Interface):
+    """The transport of an RTMP session carried inside another protocol (RTMPT in HTTP requests,
+    ``rtmpserver.http.rtmpt``).  It has no socket: whatever would write to one uses its
+    ``write``/``writeSequence``."""
+
+    scheme = Attribute('the session protocol handlers see: "rtmpt", or "rtmpts" inside HTTPS')

@@ -21,6 +21,7 @@ from zope.interface import implementer
 from rtmpserver.config import ServerConfig
 from rtmpserver.errors import RemoteProtocolError
 from rtmpserver.hub import Hub
+from rtmpserver.interfaces import ITunnelTransport
 from rtmpserver.session import Session
 
 __all__ = ["RTMPServerProtocol", "RTMPServerFactory", "WriteMerger"]
@@ -134,8 +135,12 @@ class RTMPServerProtocol(protocol.Protocol):
         port = getattr(addr, "port", "")
         self.peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self.connected_at = self.last_received = f.clock.seconds()
+        if ITunnelTransport.providedBy(self.transport):
+            scheme = ITunnelTransport(self.transport).scheme  # RTMPT (rtmpserver.http.rtmpt)
+        else:
+            scheme = "rtmps" if ISSLTransport.providedBy(self.transport) else "rtmp"
         self.session = Session(self, f.config, f.hub, f.clock, peer=self.peer, host=self.host, chains=f.chains,
-                               protocol="rtmps" if ISSLTransport.providedBy(self.transport) else "rtmp")
+                               protocol=scheme)
         self.transport.registerProducer(self, True)
         f.connection_made(self)
 

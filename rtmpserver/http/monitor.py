@@ -17,8 +17,15 @@ from twisted.logger import Logger
 
 from rtmpserver.codec import amf0
 from rtmpserver.errors import RemoteProtocolError
-from rtmpserver.interfaces import IMonitoredClient, IMonitoredHandler
+from rtmpserver.interfaces import (
+    IMonitoredClient,
+    IMonitoredHandler,
+    IRecording,
+    IRelayConsumer,
+    IRelayFeeder,
+)
 from rtmpserver.media import codecs, flv
+from rtmpserver.sinks import LiveSink
 
 __all__ = ["snapshot", "stat_xml", "streams_json", "clients_json", "handler_rows_json", "MetricsCollector"]
 
@@ -79,6 +86,18 @@ def _monitored(obj):
     return IMonitoredClient(obj, None) if obj is not None else None
 
 
+def _sink_counts(live) -> dict:
+    """Per stream: messages its players dropped and their resyncs, recordings, push relays, pulled or not."""
+    players = [s for s in live.sinks if isinstance(s, LiveSink)]
+    return {
+        "dropped": sum(s.dropped for s in players),
+        "resyncs": sum(s.resyncs for s in players),
+        "recordings": [list(IRecording(s).paths) for s in live.sinks if IRecording.providedBy(s)],
+        "relays_out": sum(1 for s in live.sinks if IRelayFeeder.providedBy(s)),
+        "relayed_in": IRelayConsumer.providedBy(live.publisher),
+    }
+
+
 def snapshot(factory, flv_clients=()) -> dict:
     """Everything the monitoring endpoints show, as plain data."""
     now = factory.clock.seconds()
@@ -102,6 +121,7 @@ def snapshot(factory, flv_clients=()) -> dict:
             "publisher": publisher,
             "players": players,
             "meta": _meta(live) if live.active else {"video": {}, "audio": {}},
+            **_sink_counts(live),
         })
     totals = {"bytes_in": 0, "bytes_out": 0}
     for t in factory.app_totals.values():
@@ -240,6 +260,8 @@ def streams_json(snap: dict) -> dict:
                 "app": st["app"], "name": st["name"], "active": st["active"], "uptime": st["time"],
                 "bytes_in": st["bytes_in"], "bw_in": st["bw_in"] * 8, "bytes_out": st["bytes_out"],
                 "publisher": st["publisher"], "players": len(st["players"]), "meta": st["meta"],
+                "dropped": st["dropped"], "resyncs": st["resyncs"], "recordings": st["recordings"],
+                "relays_out": st["relays_out"], "relayed_in": st["relayed_in"],
                 **({"extra": st["extra"]} if "extra" in st else {}),
             })
     return {"streams": streams}

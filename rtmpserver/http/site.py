@@ -2,12 +2,14 @@
 
 | path | what |
 |---|---|
-| ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``) |
+| ``/<app>/<stream>.flv`` | HTTP-FLV (``flv = yes``); WebSocket-FLV when it asks to upgrade (``ws = yes``) |
 | ``/hls/<app>/<stream>.m3u8``, ``/hls/<app>/<stream>-<n>.ts?vt=<token>`` | HLS (``hls = yes``, app with the hls handler) |
+| ``/``, ``/static/...`` | the dashboard page (``dashboard = yes`` and ``api = yes``) |
 | ``/stat`` | nginx-rtmp stat XML (``stat = yes``) |
 | ``/api/v1/streams``, ``/api/v1/clients`` | JSON (``api = yes``) |
 | ``/metrics`` | Prometheus text format (``metrics = yes``) |
 | ``/control/...`` | nginx-rtmp compatible control (``control = yes``) |
+| ``POST /open/1``, ``/send|idle|close/<id>/<seq>``, ``/fcs/ident2`` | RTMPT (``rtmpt = yes``) |
 
 Monitoring and control need the section's ``token`` when one is set (``Authorization: Bearer``
 or ``?token=``); config refuses them on a non-loopback listener without one, and control without
@@ -32,8 +34,11 @@ from zope.interface import provider
 
 from rtmpserver.http import control as control_mod
 from rtmpserver.http import monitor
+from rtmpserver.http.dashboard import StaticFiles
 from rtmpserver.http.flv import serve_flv
+from rtmpserver.http.rtmpt import RTMPTSessions, is_rtmpt_path
 from rtmpserver.http.viewers import HLSViewers
+from rtmpserver.http.ws import is_upgrade, serve_ws_flv
 
 __all__ = ["RootResource", "HTTPSite", "build_site", "access_log_line", "loopback_host_ok"]
 
@@ -105,6 +110,8 @@ class RootResource(Resource):
         self.hls_viewers = HLSViewers(factory, hls_registry, factory.clock, http_config.hls_viewer_timeout,
                                       http_config.max_hls_viewers)
         self._metrics_registry = None
+        self.rtmpt = RTMPTSessions(factory, http_config)
+        self.static = StaticFiles() if http_config.dashboard and http_config.api else None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -137,10 +144,12 @@ class RootResource(Resource):
 
     def render_POST(self, request):
         # Only /control takes POST (nginx-rtmp's control answers both); its parameters are in
-        # the query string, a body is not read.
+        # the query string, a body is not read.  RTMPT is all POSTs (rtmpserver.http.rtmpt).
         path = [p for p in request.postpath if p]
         if path and path[0] == b"control" and self.conf.control:
             return self._control(request, path)
+        if self.conf.rtmpt and is_rtmpt_path(b"/" + b"/".join(path) + b"/"):
+            return self.rtmpt.render(request, path)
         request.setHeader(b"allow", b"GET, HEAD")
         return self._reply(request, 405, b"method not allowed\n")
 
@@ -162,6 +171,12 @@ class RootResource(Resource):
         if path and path[-1] == b"":
             path = path[:-1]
         conf = self.conf
+        if conf.dashboard and conf.api and (not path or path[0] == b"static"):
+            # The page and its files: no data, no secret, so no token (rtmpserver.http.dashboard).
+            if not path:
+                return self.static.render(request, "index.html")
+            name = b"/".join(path[1:]).decode("ascii", "replace")
+            return self.static.render(request, name)
         if path == [b"stat"] and conf.stat:
             return self._admin(request, lambda: (monitor.stat_xml(self._snap()), b"text/xml; charset=utf-8"))
         if len(path) == 3 and path[:2] == [b"api", b"v1"] and conf.api:
@@ -183,13 +198,17 @@ class RootResource(Resource):
                 return self._reply(request, 404, b"not found\n")
             self._cors(request)
             return self.hls_viewers.render(request, app, name)
-        if len(path) == 2 and conf.flv and path[1].endswith(b".flv"):
+        if len(path) == 2 and path[1].endswith(b".flv") and (conf.flv or conf.ws):
             app = _clean(path[0])
             name = _clean(path[1][:-4])
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
-            self._cors(request)
-            return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
+            if is_upgrade(request):
+                if conf.ws:
+                    return serve_ws_flv(request, self.factory, conf, self.flv_clients, app, name)
+            elif conf.flv:
+                self._cors(request)
+                return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
         return self._reply(request, 404, b"not found\n")
 
     def _admin(self, request, produce):
@@ -280,6 +299,14 @@ class _Channel(http.HTTPChannel):
         self._disarm()
         if self.length != 0:  # Content-Length > 0, or chunked (None)
             path = self._path.split(b"?", 1)[0]
+            if self._command == b"POST" and self.site.conf.rtmpt and is_rtmpt_path(path):
+                # RTMPT carries RTMP in request bodies: bounded, and never chunked (its clients
+                # send Content-Length).
+                if self.length is None or self.length > self.site.conf.rtmpt_max_body:
+                    self._refuse(413, b"Payload Too Large")
+                    return
+                super().allHeadersReceived()
+                return
             if self._command != b"POST" or not path.startswith(b"/control/"):
                 self._refuse(405, b"Method Not Allowed", b"Allow: GET, HEAD\r\n")
                 return
@@ -291,6 +318,20 @@ class _Channel(http.HTTPChannel):
     def allContentReceived(self):
         if not self._refused:
             super().allContentReceived()
+
+    def hand_over(self):
+        """This connection becomes another protocol's (a WebSocket, ``rtmpserver.http.ws``).
+
+        Its timers stop and it stops being the transport's producer; it keeps counting against the
+        section's connection limits until the returned callable is called (when that protocol's
+        connection is lost: this channel never hears of it).
+        """
+        self._disarm()
+        self.setTimeout(None)
+        self.transport.unregisterProducer()
+        site, host = self.site, self.site._host(self)
+        self._counted = False
+        return lambda: site.connection_lost(self, host)
 
     def requestDone(self, request):
         # The next request's headers have the same deadline.  Armed before the parent replays
@@ -325,6 +366,7 @@ class HTTPSite(server.Site):
     def stopFactory(self) -> None:
         # The last listener of the section stops: HLS viewer sessions end (handlers hear it).
         self.resource.hls_viewers.shutdown()
+        self.resource.rtmpt.shutdown()
         super().stopFactory()
 
     def buildProtocol(self, addr):
@@ -348,9 +390,10 @@ class HTTPSite(server.Site):
         host = self._host(channel)
         self.per_ip[host] = self.per_ip.get(host, 0) + 1
 
-    def connection_lost(self, channel) -> None:
+    def connection_lost(self, channel, host: str | None = None) -> None:
         self.connections.discard(channel)
-        host = self._host(channel)
+        if host is None:
+            host = self._host(channel)
         n = self.per_ip.get(host, 0) - 1
         if n > 0:
             self.per_ip[host] = n

@@ -101,7 +101,7 @@ class Session:
 
     def __init__(self, link: Link, config: ServerConfig, hub: Hub, clock, *, peer: str = "?", host: str = "", chains=None, random_bytes=None, protocol: str = "rtmp") -> None:
         self.link = link
-        self.protocol = protocol  # "rtmp" or "rtmps", for handlers (request.session.protocol)
+        self.protocol = protocol  # "rtmp", "rtmps", "rtmpt" or "rtmpts", for handlers (request.session.protocol)
         self.id = next(_session_ids)
         self.host = host
         self.chains = chains or {}

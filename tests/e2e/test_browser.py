@@ -87,7 +87,7 @@ class PageServer:
 class Chromium:
     """Headless Chromium on one URL, in its own process group so that all of it can be ended."""
 
-    def __init__(self, url: str, workdir: Path) -> None:
+    def __init__(self, url: str, workdir: Path, extra: tuple[str, ...] = ()) -> None:
         self.profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)
         self.log_path = workdir / "chromium.stderr.txt"
         self._log = open(self.log_path, "wb")
@@ -98,7 +98,7 @@ class Chromium:
             "--disable-extensions", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
             # Page console messages go to stderr, attached to the report when the test fails.
             "--enable-logging=stderr", "--v=0",
-            f"--user-data-dir={self.profile}", url,
+            f"--user-data-dir={self.profile}", *extra, url,
         ]  # fmt: skip
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)  # fmt: skip

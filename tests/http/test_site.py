@@ -241,3 +241,45 @@ def test_http_flv_announces_video_even_before_its_sequence_header():
     reader = FLVReader()
     reader.feed(body(req))
     assert reader.has_video and reader.has_audio
+
+
+def test_dashboard_page_and_files_need_no_token_but_its_data_does():
+    f, root = make(http_extra=f"token = {TOKEN}")
+    page = get(root, "")
+    assert page.responseCode in (None, 200) and b"dashboard.js" in body(page)
+    csp = page.responseHeaders.getRawHeaders(b"content-security-policy")[0]
+    assert b"script-src 'self'" in csp and b"frame-ancestors 'none'" in csp
+    assert TOKEN.encode() not in body(page)
+    js = get(root, "static/dashboard.js")
+    assert js.responseHeaders.getRawHeaders(b"content-type") == [b"text/javascript; charset=utf-8"]
+    assert len(body(get(root, "static/vendor/mpegts.js"))) > 100000 and len(body(get(root, "static/vendor/hls.min.js"))) > 100000
+    assert get(root, "static/../config.py").responseCode == 404
+    assert get(root, "static/vendor/nothing.js").responseCode == 404
+    assert get(root, "api/v1/streams").responseCode == 401
+    f, root = make(http_extra="dashboard = no")
+    assert get(root, "").responseCode == 404
+
+
+def test_streams_json_counts_drops_resyncs_recordings_and_relays():
+    f, root = make()
+    pub, sid = live_stream(f)
+    get(root, "live/cam.flv")
+    client = next(iter(root.flv_clients))
+    client.pauseProducing()
+    for i in range(200):
+        pub.send_media(sid, "v", 40 + i * 33, inter(40000))
+    st, = json.loads(body(ctl(root, "api/v1/streams")))["streams"]
+    assert st["dropped"] == client.dropped > 0 and st["resyncs"] == client.resyncs >= 1
+    assert (st["recordings"], st["relays_out"], st["relayed_in"]) == ([], 0, False)
+
+
+def test_vendored_players_are_the_versions_the_browser_tests_install():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    wanted = json.loads((root / "tests/e2e/browser/package.json").read_text())["dependencies"]
+    vendor = root / "rtmpserver/http/static/vendor"
+    assert f'"{wanted["mpegts.js"]}"'.encode() in (vendor / "mpegts.js").read_bytes()
+    assert f'"{wanted["hls.js"]}"'.encode() in (vendor / "hls.min.js").read_bytes()
+    notes = (vendor / "README.txt").read_text()
+    assert f"mpegts.js {wanted['mpegts.js']}" in notes and f"hls.js {wanted['hls.js']}" in notes
