@@ -1,0 +1,259 @@
+"""One worker process: ``python -m rtmpserver.workers.worker`` (started by the supervisor only).
+
+It composes the server exactly as one process would (rtmpserver.service), on listening sockets
+inherited from the supervisor, and adds what makes N processes one server:
+
+- the hub's stream directory is the supervisor's (``RemoteStreamDirectory`` over AMP);
+- ``w<N>.rtmp``, a Unix-socket RTMP listener in the supervisor's private runtime directory, from
+  which other workers relay this worker's streams (no handler chain: the client's own worker ran
+  it), and ``w<N>.http.<section>``, a Unix-socket HTTP listener HLS requests are forwarded to;
+- ``WorkerRelays``: players here of a stream published elsewhere get it over one relay;
+- answers for /stat, /api/v1, /metrics and /control asked by whichever worker got the request.
+
+Client ids are ``index * 10**12 + n``, so /control finds a client's worker from its id.  When the
+AMP connection to the supervisor goes away (the supervisor died), the worker stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from rtmpserver.workers import directory as d
+
+__all__ = ["AdoptedPort", "Worker", "CLIENT_ID_SPAN", "main"]
+
+# Client ids of worker N start at N * CLIENT_ID_SPAN + 1.
+CLIENT_ID_SPAN = 10**12
+
+
+class AdoptedPort(service.Service):
+    """A listening socket inherited from the supervisor (``IReactorSocket.adoptStreamPort``)."""
+
+    def __init__(self, reactor, fd: int, description: str, factory) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.description = description
+        self.factory = factory
+        self.port = None
+
+    def startService(self) -> None:
+        super().startService()
+        probe = socket.socket(fileno=os.dup(self.fd))
+        family = probe.family
+        probe.close()
+        factory = self.factory
+        if self.description.split(":", 1)[0].strip().lower() == "ssl":
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            from rtmpserver import tls
+
+            factory = TLSMemoryBIOFactory(tls.context_factory(self.description), False, factory)
+        # The reactor listens on its own duplicate; ours stays open for a restart of the service.
+        self.port = self.reactor.adoptStreamPort(self.fd, family, factory)
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port is not None else None
+
+
+class _Request:
+    """What rtmpserver.http.control reads of a request: ``postpath`` and ``args``."""
+
+    def __init__(self, postpath: list[bytes], args: dict[bytes, list[bytes]]) -> None:
+        self.postpath = postpath
+        self.args = args
+
+
+class _SupervisorAMP(amp.AMP):
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.worker.directory.protocol = self
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.worker.directory.protocol = None
+        self.worker.supervisor_lost()
+
+    @d.Owners.responder
+    def owners(self, changes):
+        self.worker.directory.apply(changes)
+        return {}
+
+    @d.YieldStream.responder
+    def yield_stream(self, app, name, policy, stale_timeout):
+        return {"yielded": self.worker.yield_stream(app, name, policy, stale_timeout)}
+
+    @d.Report.responder
+    def report(self, what):
+        return {"data": self.worker.report(what)}
+
+    @d.RunControl.responder
+    def run_control(self, query):
+        code, body = self.worker.run_control(query)
+        return {"code": code, "body": body}
+
+
+class Worker:
+    """The parts of one worker process beyond what ``service.makeService`` builds."""
+
+    _log = Logger(namespace="rtmpserver.workers")
+
+    def __init__(self, config, reactor, index: int, count: int, runtime: str, fds: dict[str, int]) -> None:
+        from rtmpserver import service as service_mod
+        from rtmpserver.protocol import RTMPServerFactory
+        from rtmpserver.workers.relays import WorkerRelays
+
+        self.config = config
+        self.reactor = reactor
+        self.index = index
+        self.count = count
+        self.runtime = runtime
+        self.fds = fds
+        self.components = service_mod.compose(config, reactor)
+        self.factory = self.components.factory
+        self.hub = self.components.hub
+        self.directory = d.RemoteStreamDirectory(index)
+        self.hub.directory = self.directory
+        self.hub.worker = index
+        # Other workers' relays play from here: the client's own worker ran its handler chain.
+        self.relay_factory = RTMPServerFactory(config, reactor, chains={}, hub=self.hub, metrics=self.factory.metrics)
+        self.relays = WorkerRelays(self.hub, self.directory, index, reactor, config, self.rtmp_socket)
+        self.hub.observers.append(self.relays)
+        self.root = service_mod.makeService(config, reactor, components=self.components, listener=self._listener)
+        self.sites = [s.factory for s in self.root if isinstance(s, AdoptedPort) and s.name.startswith("http:")]
+        self._unix_listeners()
+        from rtmpserver.workers.aggregate import install
+
+        install(self)
+        self._stopping = False
+
+    # -- listeners ----------------------------------------------------------------------------------
+
+    def _listener(self, reactor, description: str, factory) -> AdoptedPort:
+        return AdoptedPort(reactor, self.fds[description], description, factory)
+
+    def rtmp_socket(self, index: int) -> str:
+        return os.path.join(self.runtime, f"w{index}.rtmp")
+
+    def http_socket(self, index: int, section: str) -> str:
+        return os.path.join(self.runtime, f"w{index}.http.{section}")
+
+    def _unix(self, path: str, factory, name: str) -> None:
+        if os.path.exists(path):
+            os.unlink(path)  # left by this worker's previous life
+        ep = endpoints.UNIXServerEndpoint(self.reactor, path, mode=0o600)
+        from twisted.application.internet import StreamServerEndpointService
+
+        svc = StreamServerEndpointService(ep, factory)
+        svc._raiseSynchronously = True
+        svc.setName(name)
+        svc.setServiceParent(self.root)
+
+    def _unix_listeners(self) -> None:
+        from rtmpserver.http.hls import hls_routes
+        from rtmpserver.http.site import build_site
+
+        self._unix(self.rtmp_socket(self.index), self.relay_factory, "workers:rtmp")
+        hls = hls_routes(self.components.chains)
+        self.hls_sites = {}
+        for http in self.config.http.values():
+            site = build_site(self.factory, http, hls)
+            self.hls_sites[http.name] = site
+            self._unix(self.http_socket(self.index, http.name), site, f"workers:http:{http.name}")
+
+    # -- what the supervisor asks -------------------------------------------------------------------
+
+    def yield_stream(self, app: str, name: str, policy: str, stale_timeout: float) -> bool:
+        """Another worker's publisher wants ``app/name``: the clash policy, decided here."""
+        live = self.hub.get(app, name)
+        pub = live.publisher if live is not None else None
+        if pub is None or self.relays.is_relay(pub):
+            return True
+        idle = self.reactor.seconds() - pub.last_media_time
+        if policy == "takeover" or (policy == "auto" and (pub.closing or idle >= stale_timeout)):
+            self._log.info("publish {app}/{name} taken over by a publisher on another worker", app=app, name=name)
+            live.stop()
+            pub.evict("taken over by a new publisher")
+            return True
+        return False
+
+    def report(self, what: str) -> str:
+        from rtmpserver.workers import aggregate
+
+        if what == "snapshot":
+            return json.dumps(aggregate.local_snapshot(self), default=str)
+        if what == "metrics":
+            return aggregate.local_metrics(self)
+        return "null"
+
+    def run_control(self, query: str) -> tuple[int, str]:
+        from rtmpserver.http import control
+
+        q = json.loads(query)
+        request = _Request([p.encode() for p in q["path"]], {k.encode(): [v.encode()] for k, v in q["args"].items()})
+        code, body = control.control(request, self.factory)
+        return code, body.decode("utf-8", "replace")
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def connect(self, amp_fd: int) -> None:
+        from rtmpserver.workers.supervisor import _Once
+
+        self.reactor.adoptStreamConnection(amp_fd, socket.AF_UNIX, _Once(_SupervisorAMP(self)))
+        os.close(amp_fd)
+
+    def supervisor_lost(self) -> None:
+        if not self._stopping:
+            self._log.warn("worker {index}: the supervisor is gone; stopping", index=self.index)
+            self._stopping = True
+            if self.reactor.running:
+                self.reactor.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rtmpserver.workers.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--runtime", required=True)
+    parser.add_argument("--amp", type=int, required=True)
+    parser.add_argument("--fds", required=True)
+    args = parser.parse_args(argv)
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from rtmpserver import config as config_mod
+    from rtmpserver import requests
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # Client ids unique across workers (range_iterator.__setstate__ moves the shared counter).
+    requests.client_ids.__setstate__(args.index * CLIENT_ID_SPAN)
+    config = config_mod.load(args.config)
+    worker = Worker(config, reactor, args.index, args.count, args.runtime, json.loads(args.fds))
+    worker.connect(args.amp)
+    worker.root.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", worker.root.stopService)
+    worker_ref: Any = worker  # kept alive for the reactor's lifetime
+    reactor.run()
+    del worker_ref
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
