@@ -67,7 +67,8 @@ def install(worker) -> None:
         site.resource.gather = gather
         site.resource.control_elsewhere = control
         site.resource.hls_forward = forward
-    # The Unix-socket sites answer requests other workers forwarded: never forward them again.
+    # Forwarded requests reach the owner's own resource (worker.hls_sites); there the owner is
+    # this worker, so they are answered, not forwarded again.
 
 
 def _hls_forward(worker):
@@ -89,12 +90,24 @@ def _hls_forward(worker):
 
             return UNIXClientEndpoint(worker.reactor, self.path, timeout=5)
 
-    def forward(request, section: str, app: str, name: str):
+    def forward(request, section: str, app: str, filename: str):
+        # /hls/<app>/<name>.m3u8 or /hls/<app>/<name>-<n>.ts (rtmpserver.http.viewers)
+        if filename.endswith(".m3u8"):
+            name = filename[:-5]
+        elif filename.endswith(".ts"):
+            name = filename[:-3].rpartition("-")[0]
+        else:
+            return None
         owner = worker.directory.owners.get((app, name))
         if owner is None or owner == worker.index:
             return None
         agent = Agent.usingEndpointFactory(worker.reactor, _ToSocket(worker.http_socket(owner, section)))
-        dd = agent.request(b"GET", b"http://worker" + request.uri, Headers({b"user-agent": [b"rtmpserver-worker"]}))
+        from rtmpserver.workers.worker import PEER_HEADER
+
+        addr = request.getClientAddress()
+        peer = f"{getattr(addr, 'host', '?')} {getattr(addr, 'port', 0)}".encode()
+        headers = Headers({b"user-agent": [b"rtmpserver-worker"], PEER_HEADER: [peer]})
+        dd = agent.request(b"GET", b"http://worker" + request.uri, headers)
         finished = request.notifyFinish()
         finished.addErrback(lambda _: dd.cancel())
 
@@ -126,8 +139,8 @@ def _hls_forward(worker):
 
 def _flv_clients(worker) -> list:
     out: list = []
-    for site in [*worker.sites, *worker.hls_sites.values()]:
-        out.extend(site.resource.flv_clients)
+    for resource in {id(site.resource): site.resource for site in worker.sites}.values():
+        out.extend(resource.flv_clients)
     return out
 
 

@@ -67,6 +67,30 @@ class AdoptedPort(service.Service):
         return defer.maybeDeferred(port.stopListening) if port is not None else None
 
 
+PEER_HEADER = b"x-rtmpserver-peer"
+
+
+def _forwarded_request_class():
+    from twisted.internet.address import IPv4Address, IPv6Address
+    from twisted.web import server
+
+    class ForwardedRequest(server.Request):
+        """A request another worker forwarded over this worker's private Unix socket: the
+        client's address comes from the forwarding worker (the socket's directory is 0700)."""
+
+        def getClientAddress(self):
+            peer = (self.getHeader(PEER_HEADER) or "").split(" ")
+            if len(peer) == 2 and peer[1].isdigit():
+                cls = IPv6Address if ":" in peer[0] else IPv4Address
+                return cls("TCP", peer[0], int(peer[1]))
+            return super().getClientAddress()
+
+    return ForwardedRequest
+
+
+ForwardedRequest = _forwarded_request_class()
+
+
 class _Request:
     """What rtmpserver.http.control reads of a request: ``postpath`` and ``args``."""
 
@@ -165,16 +189,20 @@ class Worker:
         svc.setServiceParent(self.root)
 
     def _unix_listeners(self) -> None:
-        from rtmpserver.http.hls import hls_routes
-        from rtmpserver.http.site import build_site
+        from twisted.web import server
 
         self._unix(self.rtmp_socket(self.index), self.relay_factory, "workers:rtmp")
-        hls = hls_routes(self.components.chains)
+        # HLS requests forwarded by other workers reach the same resource (the same viewer
+        # tokens) as requests that land here directly, with the client's own address.
         self.hls_sites = {}
-        for http in self.config.http.values():
-            site = build_site(self.factory, http, hls)
-            self.hls_sites[http.name] = site
-            self._unix(self.http_socket(self.index, http.name), site, f"workers:http:{http.name}")
+        for svc in list(self.root):
+            if isinstance(svc, AdoptedPort) and svc.name.startswith("http:"):
+                section = svc.name.split(":", 2)[1]
+                if section in self.hls_sites:
+                    continue
+                site = server.Site(svc.factory.resource, requestFactory=ForwardedRequest)
+                self.hls_sites[section] = site
+                self._unix(self.http_socket(self.index, section), site, f"workers:http:{section}")
 
     # -- what the supervisor asks -------------------------------------------------------------------
 
@@ -217,6 +245,9 @@ class Worker:
         self.reactor.adoptStreamConnection(amp_fd, socket.AF_UNIX, _Once(_SupervisorAMP(self)))
         os.close(amp_fd)
 
+    def shutting_down(self) -> None:
+        self._stopping = True
+
     def supervisor_lost(self) -> None:
         if not self._stopping:
             self._log.warn("worker {index}: the supervisor is gone; stopping", index=self.index)
@@ -236,18 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 
     from rtmpserver import config as config_mod
     from rtmpserver import requests
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # The supervisor logs each line with its own time and "worker N: " in front.
+    observer = FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=False) + "\n")
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     # Client ids unique across workers (range_iterator.__setstate__ moves the shared counter).
     requests.client_ids.__setstate__(args.index * CLIENT_ID_SPAN)
     config = config_mod.load(args.config)
     worker = Worker(config, reactor, args.index, args.count, args.runtime, json.loads(args.fds))
     worker.connect(args.amp)
     worker.root.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", worker.shutting_down)
     reactor.addSystemEventTrigger("before", "shutdown", worker.root.stopService)
     worker_ref: Any = worker  # kept alive for the reactor's lifetime
     reactor.run()
