@@ -167,8 +167,27 @@ def local_metrics(worker) -> str:
 
     from rtmpserver.http import monitor
 
+    class WorkerCollector(monitor.MetricsCollector):
+        """The server's families, with a relayed stream counted once (by its owner) and the
+        relay connections between workers not counted as players."""
+
+        def collect(self):
+            from prometheus_client.core import GaugeMetricFamily
+
+            snap = local_snapshot(worker)
+            for family in super().collect():
+                if family.name in ("rtmp_streams", "rtmp_players"):
+                    fixed = GaugeMetricFamily(family.name, family.documentation, labels=["app"])
+                    for app, streams in snap["apps"].items():
+                        if family.name == "rtmp_streams":
+                            fixed.add_metric([app], sum(1 for st in streams if st["active"] and not st["relayed"]))
+                        else:
+                            fixed.add_metric([app], sum(len(st["players"]) for st in streams))
+                    family = fixed
+                yield family
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(monitor.MetricsCollector(worker.factory, _flv_clients(worker)))
+    registry.register(WorkerCollector(worker.factory, _flv_clients(worker)))
     registry.register(worker.factory.metrics)
     return generate_latest(registry).decode("utf-8")
 

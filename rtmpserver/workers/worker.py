@@ -79,7 +79,7 @@ def _forwarded_request_class():
         client's address comes from the forwarding worker (the socket's directory is 0700)."""
 
         def getClientAddress(self):
-            peer = (self.getHeader(PEER_HEADER) or "").split(" ")
+            peer = (self.getHeader(PEER_HEADER) or b"").decode("ascii", "replace").split(" ")
             if len(peer) == 2 and peer[1].isdigit():
                 cls = IPv6Address if ":" in peer[0] else IPv4Address
                 return cls("TCP", peer[0], int(peer[1]))
