@@ -32,6 +32,8 @@ from rtmpserver.workers import directory as d
 
 __all__ = ["AdoptedPort", "Worker", "CLIENT_ID_SPAN", "main"]
 
+_log = Logger(namespace="rtmpserver.workers")
+
 # Client ids of worker N start at N * CLIENT_ID_SPAN + 1.
 CLIENT_ID_SPAN = 10**12
 
@@ -132,6 +134,22 @@ class _SupervisorAMP(amp.AMP):
         return {"code": code, "body": body}
 
 
+def give_up(hub, clock, is_relay, app: str, name: str, policy: str, stale_timeout: float) -> bool:
+    """Another worker's publisher claims ``app/name``, held here: the app's ``publisher_clash``
+    policy, decided where the current publisher is (True: it was evicted, or there was none)."""
+    live = hub.get(app, name)
+    pub = live.publisher if live is not None else None
+    if pub is None or is_relay(pub):
+        return True
+    idle = clock.seconds() - pub.last_media_time
+    if policy == "takeover" or (policy == "auto" and (pub.closing or idle >= stale_timeout)):
+        _log.info("publish {app}/{name} taken over by a publisher on another worker", app=app, name=name)
+        live.stop()
+        pub.evict("taken over by a new publisher")
+        return True
+    return False
+
+
 class Worker:
     """The parts of one worker process beyond what ``service.makeService`` builds."""
 
@@ -207,18 +225,7 @@ class Worker:
     # -- what the supervisor asks -------------------------------------------------------------------
 
     def yield_stream(self, app: str, name: str, policy: str, stale_timeout: float) -> bool:
-        """Another worker's publisher wants ``app/name``: the clash policy, decided here."""
-        live = self.hub.get(app, name)
-        pub = live.publisher if live is not None else None
-        if pub is None or self.relays.is_relay(pub):
-            return True
-        idle = self.reactor.seconds() - pub.last_media_time
-        if policy == "takeover" or (policy == "auto" and (pub.closing or idle >= stale_timeout)):
-            self._log.info("publish {app}/{name} taken over by a publisher on another worker", app=app, name=name)
-            live.stop()
-            pub.evict("taken over by a new publisher")
-            return True
-        return False
+        return give_up(self.hub, self.reactor, self.relays.is_relay, app, name, policy, stale_timeout)
 
     def report(self, what: str) -> str:
         from rtmpserver.workers import aggregate
