@@ -16,6 +16,9 @@ from twisted.internet import defer
 
 from rtmpserver.workers import directory as d
 
+# An HLS request forwarded to the publishing worker gets this long for its whole answer.
+FORWARD_TIMEOUT = 10.0
+
 __all__ = ["install", "local_snapshot", "local_metrics", "merge_snapshots", "merge_metrics"]
 
 
@@ -108,6 +111,7 @@ def _hls_forward(worker):
         peer = f"{getattr(addr, 'host', '?')} {getattr(addr, 'port', 0)}".encode()
         headers = Headers({b"user-agent": [b"rtmpserver-worker"], PEER_HEADER: [peer]})
         dd = agent.request(b"GET", b"http://worker" + request.uri, headers)
+        dd.addTimeout(FORWARD_TIMEOUT, worker.reactor)
         finished = request.notifyFinish()
         finished.addErrback(lambda _: dd.cancel())
 

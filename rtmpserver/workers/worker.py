@@ -17,6 +17,7 @@ AMP connection to the supervisor goes away (the supervisor died), the worker sto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -173,7 +174,10 @@ class Worker:
         self.hub.directory = self.directory
         self.hub.worker = index
         # Other workers' relays play from here: the client's own worker ran its handler chain.
-        self.relay_factory = RTMPServerFactory(config, reactor, chains={}, hub=self.hub, metrics=self.factory.metrics)
+        # Every relay comes from the same (Unix) peer: one per relayed stream and worker, so the
+        # per-address connection limit meant for clients does not apply to them.
+        relay_config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_connections_per_ip=config.limits.max_connections))
+        self.relay_factory = RTMPServerFactory(relay_config, reactor, chains={}, hub=self.hub, metrics=self.factory.metrics)
         self.relays = WorkerRelays(self.hub, self.directory, index, reactor, config, self.rtmp_socket)
         self.hub.observers.append(self.relays)
         self.root = service_mod.makeService(config, reactor, components=self.components, listener=self._listener)
