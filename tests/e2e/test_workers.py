@@ -160,25 +160,29 @@ def test_players_on_both_workers_hls_flv_and_clean_stop(e2e):
     for p in players:
         helpers.check_media(p.out_path, min_video_frames=90, context=e2e.context(p, publisher))
 
-    # HLS and HTTP-FLV, whichever worker a request lands on (concurrent requests spread).
-    codes = _parallel(lambda i: _get(srv.http_url("/hls/live/cam.m3u8"))[0], 12)
-    assert codes == [200] * 12
+    # HLS and HTTP-FLV, whichever worker a request lands on.  Concurrent requests spread over
+    # the workers, though not evenly when they are idle (docs/performance.md, "Workers"): send
+    # bursts until both have answered some, every answer a 200.
     code, playlist = _get(srv.http_url("/hls/live/cam.m3u8"))
+    assert code == 200, playlist
     segment = [line for line in playlist.decode().splitlines() if line and not line.startswith("#")][-1]
-    seg_codes = _parallel(lambda i: _get(srv.http_url(f"/hls/live/{segment}"))[0], 12)
-    assert seg_codes == [200] * 12
-
+    for _ in range(6):
+        codes = _parallel(lambda i: _get(srv.http_url("/hls/live/cam.m3u8"))[0], 12)
+        seg_codes = _parallel(lambda i: _get(srv.http_url(f"/hls/live/{segment}"))[0], 12)
+        assert codes == [200] * 12 and seg_codes == [200] * 12, (codes, seg_codes)
+        if _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1} and _served_by(srv, "GET /hls/live/cam-") == {0, 1}:
+            break
     assert _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1}, "HLS playlists were not served by both workers"
     assert _served_by(srv, "GET /hls/live/cam-") == {0, 1}, "HLS segments were not served by both workers"
 
-    # HTTP-FLV: viewers held open until /api shows both workers serving some.
+    # HTTP-FLV: viewers held open (more, in bursts) until /api shows both workers serving some.
     done = threading.Event()
+    heads: list[bytes] = []
 
-    def flv(i: int) -> bytes:
+    def flv() -> None:
         with urllib.request.urlopen(srv.http_url("/live/cam.flv"), timeout=5) as r:
-            head = r.read(100_000)
-            done.wait(15)
-            return head
+            heads.append(r.read(100_000))
+            done.wait(20)
 
     flv_workers: set[int] = set()
 
@@ -186,14 +190,20 @@ def test_players_on_both_workers_hls_flv_and_clean_stop(e2e):
         flv_workers.update(c["worker"] for c in _api(srv, "clients") if c["protocol"] == "http-flv")
         return flv_workers == {0, 1}
 
-    readers = threading.Thread(target=lambda: heads.extend(_parallel(flv, 8)))
-    heads: list[bytes] = []
-    readers.start()
-    served = helpers.wait_until(both_serve_flv, 10, 0.3)
+    readers: list[threading.Thread] = []
+    for _ in range(5):
+        burst = [threading.Thread(target=flv) for _ in range(8)]
+        for t in burst:
+            t.start()
+        readers.extend(burst)
+        if helpers.wait_until(both_serve_flv, 3, 0.3):
+            break
+    served = both_serve_flv()
     done.set()
-    readers.join(20)
+    for t in readers:
+        t.join(20)
     assert served, f"HTTP-FLV served only by workers {flv_workers}"
-    assert len(heads) == 8 and all(h[:3] == b"FLV" and len(h) == 100_000 for h in heads)
+    assert len(heads) == len(readers) and all(h[:3] == b"FLV" and len(h) == 100_000 for h in heads)
 
     # /metrics counts the players of both workers at once.
     code, metrics = _get(srv.http_url("/metrics"))
