@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,8 +95,8 @@ def _run(mode: str, n: int, burst: int, work: float, tmp: str) -> list[int]:
     socks = _connect(port, n, burst) + _connect(port, n // 4, 1)
     time.sleep(1.0)
     counts = []
-    for p, out in zip(procs, outs, strict=True):
-        p.send_signal(__import__("signal").SIGUSR1)
+    for p in procs:
+        p.send_signal(signal.SIGUSR1)
     time.sleep(0.5)
     for p, out in zip(procs, outs, strict=True):
         with open(out) as fh:

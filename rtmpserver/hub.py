@@ -287,6 +287,9 @@ class Hub:
         # process has neither and behaves as without them.
         self.directory = None
         self.worker = 0  # this process's owner id in the directory
+        # (app, name) -> a Deferred that fires once a stream another worker publishes is live
+        # here too (an inter-worker relay started), or None when no other worker publishes it.
+        self.fetch = None
         self.observers: list = []
 
     def get(self, app: str, name: str) -> LiveStream | None:

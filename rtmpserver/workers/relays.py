@@ -17,6 +17,7 @@ players at an unpublish.
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -27,6 +28,9 @@ from rtmpserver.relay.pull import PullSource
 from rtmpserver.relay.url import RelayURL, client_endpoint
 
 __all__ = ["WorkerRelays", "LINGER"]
+
+# Seconds an HTTP-FLV request waits for a relay to bring a stream published elsewhere.
+FETCH_TIMEOUT = 5.0
 
 # Seconds a relay stays open after its last local sink left (a player that reconnects, or the
 # next viewer, gets the stream without a new relay).
@@ -47,8 +51,36 @@ class WorkerRelays:
         self.owners: dict[tuple[str, str], int] = {}
         self.relays: dict[tuple[str, str], tuple[int, PullSource, Relay]] = {}
         self._linger: dict[tuple[str, str], object] = {}
+        self._waiting: dict[tuple[str, str], list] = {}
         self.opened = 0
         directory.watch(self.owner_changed)
+
+    def fetch(self, app: str, name: str):
+        """``Hub.fetch``: for a viewer that needs the stream live at once (HTTP-FLV), start the
+        relay without a sink yet; fires (None) when it is live here or after FETCH_TIMEOUT."""
+        key = (app, name)
+        owner = self.owners.get(key)
+        if owner is None or owner == self.me:
+            return None
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.setdefault(key, []).append(d)
+        if key not in self.relays:
+            self._open(key, owner)
+        live = self.hub.get(app, name)
+        if (live is None or not live.sinks) and key not in self._linger:
+            # Closed again unless a sink arrives.
+            self._linger[key] = self.reactor.callLater(self.linger, self._lingered, key)
+        d.addTimeout(FETCH_TIMEOUT, self.reactor, onTimeoutCancel=lambda *_: None)
+        d.addBoth(self._not_waiting, key, d)
+        return d
+
+    def _not_waiting(self, result, key, d):
+        waiting = self._waiting.get(key, [])
+        if d in waiting:
+            waiting.remove(d)
+        if not waiting:
+            self._waiting.pop(key, None)
+        return None
 
     def is_relay(self, publisher) -> bool:
         return any(publisher is source for _, source, _ in self.relays.values())
@@ -91,6 +123,8 @@ class WorkerRelays:
         relay = self.relays.get(stream.key)
         if relay is not None and publisher is not relay[1]:
             self._close(stream.key, "published in this worker")
+        for d in list(self._waiting.get(stream.key, ())):
+            d.callback(None)
 
     def stream_unpublished(self, stream, publisher) -> None:
         if self.is_relay(publisher):

@@ -180,6 +180,7 @@ class Worker:
         self.relay_factory = RTMPServerFactory(relay_config, reactor, chains={}, hub=self.hub, metrics=self.factory.metrics)
         self.relays = WorkerRelays(self.hub, self.directory, index, reactor, config, self.rtmp_socket)
         self.hub.observers.append(self.relays)
+        self.hub.fetch = self.relays.fetch
         self.root = service_mod.makeService(config, reactor, components=self.components, listener=self._listener)
         self.sites = [s.factory for s in self.root if isinstance(s, AdoptedPort) and s.name.startswith("http:")]
         self._unix_listeners()

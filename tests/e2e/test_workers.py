@@ -144,38 +144,9 @@ def test_players_on_both_workers_hls_flv_and_clean_stop(e2e):
     publisher = e2e.publish(srv.url("live/cam"), seconds=25)
     _publisher_worker(srv, "cam")
     time.sleep(2.5)  # a couple of HLS segments (2 s each)
-    players = [e2e.play(srv.url("live/cam"), seconds=4) for _ in range(PLAYERS)]
-    spread: set[int] = set()
-
-    def both_serve() -> bool:
-        spread.update(c["worker"] for c in _api(srv, "clients") if c["role"] == "player")
-        return spread == {0, 1}
-
-    assert helpers.wait_until(both_serve, 10, 0.3), f"players only on workers {spread}"
-    # One stream from outside: its publisher, and every player whichever worker serves it.
-    streams = _api(srv, "streams")
-    assert [s["name"] for s in streams] == ["cam"] and streams[0]["publisher"] is not None
-    for p in players:
-        p.wait_ok(30)
-    for p in players:
-        helpers.check_media(p.out_path, min_video_frames=90, context=e2e.context(p, publisher))
-
-    # HLS and HTTP-FLV, whichever worker a request lands on.  Concurrent requests spread over
-    # the workers, though not evenly when they are idle (docs/performance.md, "Workers"): send
-    # bursts until both have answered some, every answer a 200.
-    code, playlist = _get(srv.http_url("/hls/live/cam.m3u8"))
-    assert code == 200, playlist
-    segment = [line for line in playlist.decode().splitlines() if line and not line.startswith("#")][-1]
-    for _ in range(6):
-        codes = _parallel(lambda i: _get(srv.http_url("/hls/live/cam.m3u8"))[0], 12)
-        seg_codes = _parallel(lambda i: _get(srv.http_url(f"/hls/live/{segment}"))[0], 12)
-        assert codes == [200] * 12 and seg_codes == [200] * 12, (codes, seg_codes)
-        if _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1} and _served_by(srv, "GET /hls/live/cam-") == {0, 1}:
-            break
-    assert _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1}, "HLS playlists were not served by both workers"
-    assert _served_by(srv, "GET /hls/live/cam-") == {0, 1}, "HLS segments were not served by both workers"
-
-    # HTTP-FLV: viewers held open (more, in bursts) until /api shows both workers serving some.
+    # HTTP-FLV first, before any RTMP player: the worker without the publisher has no relay yet
+    # and opens one for the request.  Viewers held open (more, in bursts) until /api shows both
+    # workers serving some.
     done = threading.Event()
     heads: list[bytes] = []
 
@@ -204,6 +175,37 @@ def test_players_on_both_workers_hls_flv_and_clean_stop(e2e):
         t.join(20)
     assert served, f"HTTP-FLV served only by workers {flv_workers}"
     assert len(heads) == len(readers) and all(h[:3] == b"FLV" and len(h) == 100_000 for h in heads)
+
+    players = [e2e.play(srv.url("live/cam"), seconds=4) for _ in range(PLAYERS)]
+    spread: set[int] = set()
+
+    def both_serve() -> bool:
+        spread.update(c["worker"] for c in _api(srv, "clients") if c["role"] == "player")
+        return spread == {0, 1}
+
+    assert helpers.wait_until(both_serve, 10, 0.3), f"players only on workers {spread}"
+    # One stream from outside: its publisher, and every player whichever worker serves it.
+    streams = _api(srv, "streams")
+    assert [s["name"] for s in streams] == ["cam"] and streams[0]["publisher"] is not None
+    for p in players:
+        p.wait_ok(30)
+    for p in players:
+        helpers.check_media(p.out_path, min_video_frames=90, context=e2e.context(p, publisher))
+
+    # HLS, whichever worker a request lands on.  Concurrent requests spread over
+    # the workers, though not evenly when they are idle (docs/performance.md, "Workers"): send
+    # bursts until both have answered some, every answer a 200.
+    code, playlist = _get(srv.http_url("/hls/live/cam.m3u8"))
+    assert code == 200, playlist
+    segment = [line for line in playlist.decode().splitlines() if line and not line.startswith("#")][-1]
+    for _ in range(6):
+        codes = _parallel(lambda i: _get(srv.http_url("/hls/live/cam.m3u8"))[0], 12)
+        seg_codes = _parallel(lambda i: _get(srv.http_url(f"/hls/live/{segment}"))[0], 12)
+        assert codes == [200] * 12 and seg_codes == [200] * 12, (codes, seg_codes)
+        if _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1} and _served_by(srv, "GET /hls/live/cam-") == {0, 1}:
+            break
+    assert _served_by(srv, "GET /hls/live/cam.m3u8") == {0, 1}, "HLS playlists were not served by both workers"
+    assert _served_by(srv, "GET /hls/live/cam-") == {0, 1}, "HLS segments were not served by both workers"
 
     # /metrics counts the players of both workers at once.
     code, metrics = _get(srv.http_url("/metrics"))

@@ -264,3 +264,26 @@ def test_merged_metrics_sum_samples_and_keep_the_largest_uptime():
     text = aggregate.merge_metrics([a, b]).decode()
     assert 'rtmp_players{app="live"} 5.0' in text
     assert "rtmp_uptime_seconds 7.0" in text
+
+
+def test_fetch_starts_a_relay_for_a_viewer_and_fires_when_the_stream_is_live_here():
+    from rtmpserver.workers.relays import FETCH_TIMEOUT
+
+    w = Workers()
+    relays = w.relays[1]
+    assert relays.fetch("live", "s") is None  # nobody publishes it
+    Peer(w.factories[0]).publish("s")
+    fired = []
+    relays.fetch("live", "s").addCallback(fired.append)
+    (owner, source, relay) = relays.relays[("live", "s")]
+    assert owner == 0 and fired == []
+    source.relay_started()  # the relay reached Play.Start
+    assert fired == [None] and w.factories[1].hub.get("live", "s").active
+    # Nobody attached: the relay closes after the linger time.
+    w.clock.advance(relays.linger + 0.1)
+    assert relays.relays == {}
+    # A relay that never starts: the viewer gets its answer (not found) after FETCH_TIMEOUT.
+    late = []
+    relays.fetch("live", "s").addCallback(late.append)
+    w.clock.advance(FETCH_TIMEOUT + 0.1)
+    assert late == [None] and not w.factories[1].hub.get("live", "s")
