@@ -270,3 +270,12 @@ def test_kill_publishing_worker(e2e):
     e2e.publish(srv.url("live/k"), seconds=20)
     assert helpers.wait_until(lambda: seen("started", mark), 15, 0.2), f"no new start: {lines}"
     assert helpers.wait_until(lambda: seen("video", mark), 15, 0.2), f"no frames after the restart: {lines}"
+
+
+def test_workers_stop_when_the_supervisor_is_killed(e2e):
+    srv = _server(e2e)
+    pids = _worker_pids(srv)
+    srv.process.terminated_by_test = True  # we end it ourselves, the hard way
+    srv.process.proc.kill()
+    srv.process.proc.wait(5)
+    assert helpers.wait_until(lambda: not any(_alive(p) for p in pids.values()), 10, 0.1), "workers outlived the supervisor"
