@@ -135,8 +135,6 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
         if view.closed:
             raise Rejected("NetStream.Play.Failed", "the client left before the decision")
         if live is None or not live.active:
-            live = factory.hub.get(app, req.name)
-        if live is None or not live.active:
             raise Rejected("NetStream.Play.StreamNotFound", f"no live stream {app}/{req.name}")
         chain = factory.chains[app]
 

@@ -179,6 +179,12 @@ class Worker:
         relay_config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_connections_per_ip=config.limits.max_connections))
         self.relay_factory = RTMPServerFactory(relay_config, reactor, chains={}, hub=self.hub, metrics=self.factory.metrics)
         self.relays = WorkerRelays(self.hub, self.directory, index, reactor, config, self.rtmp_socket)
+        from zope.interface.verify import verifyObject
+
+        from rtmpserver.interfaces import IHubObserver, IStreamDirectory
+
+        verifyObject(IStreamDirectory, self.directory)
+        verifyObject(IHubObserver, self.relays)
         self.hub.observers.append(self.relays)
         self.hub.fetch = self.relays.fetch
         self.root = service_mod.makeService(config, reactor, components=self.components, listener=self._listener)
