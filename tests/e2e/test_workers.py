@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from tests.e2e import helpers
 
 PLAYERS = 20
@@ -219,9 +221,10 @@ def test_players_on_both_workers_hls_flv_and_clean_stop(e2e):
     assert helpers.wait_until(lambda: not any(_alive(p) for p in pids.values()), 5), "a worker outlived SIGTERM"
 
 
-def test_publisher_clash_across_workers(e2e, tmp_path):
-    srv = _server(e2e, publisher_clash="reject")
-    e2e.publish(srv.url("live/one"), seconds=20)
+@pytest.mark.parametrize("clash", ["reject", "takeover"])
+def test_publisher_clash_across_workers(e2e, tmp_path, clash):
+    srv = _server(e2e, publisher_clash=clash)
+    first = e2e.publish(srv.url("live/one"), seconds=20)
     owner = _publisher_worker(srv, "one")
     other = 1 - owner
     # A file to publish with our relay client, straight into the other worker.
@@ -231,10 +234,16 @@ def test_publisher_clash_across_workers(e2e, tmp_path):
     url = _unix_url(_runtime_dir(srv), other, "live/one")
     r = subprocess.run([sys.executable, "-m", "rtmpserver.relay.tool", "push", str(clip), url, "--timeout", "5"],
                        capture_output=True, text=True, timeout=30, env=helpers.server_env())
-    assert "NetStream.Publish.BadName" in r.stderr, r.stderr
-    assert f"worker {other}: " in srv.log_text() and "published on another worker" in srv.log_text()
-    # The first publisher is untouched.
-    assert _publisher_worker(srv, "one") == owner
+    if clash == "reject":
+        assert "NetStream.Publish.BadName" in r.stderr, r.stderr
+        assert re.search(rf"worker {other}: .*published on another worker", srv.log_text())
+        assert _publisher_worker(srv, "one") == owner  # the first publisher is untouched
+        assert first.poll() is None
+    else:
+        assert "NetStream.Publish.BadName" not in r.stderr, r.stderr
+        assert re.search(rf"worker {owner}: .*taken over by a publisher on another worker", srv.log_text())
+        # The first publisher was evicted (FFmpeg gives up on a closed connection).
+        assert first.wait(15) != 0
 
 
 def test_kill_publishing_worker(e2e):
