@@ -72,6 +72,11 @@ class _Run:
                 self.chain._log.failure("{hook} in app {app}: the server's own action failed", hook=self.hook, app=self.chain.app)
                 self._finish(Failure(Rejected(DEFAULT_CODES[self.hook], "internal error")))
                 return
+            if isinstance(outcome, defer.Deferred):
+                # The server's action may wait (a publish claims its name in the stream
+                # directory of ``[server] workers``); the chain's timeout still bounds it.
+                outcome.addCallbacks(self._finish, self._final_failed)
+                return
             self._finish(outcome)
             return
         name, handler = handlers[i]
@@ -121,6 +126,12 @@ class _Run:
             r.addCallbacks(returned, failed)
         # A plain None without proceeding: the handler may proceed later from a callback; the
         # timeout decides if it never does.
+
+    def _final_failed(self, f: Failure) -> None:
+        if not f.check(Rejected):
+            self.chain._log.failure("{hook} in app {app}: the server's own action failed", f, hook=self.hook, app=self.chain.app)
+            f = Failure(Rejected(DEFAULT_CODES[self.hook], "internal error"))
+        self._finish(f)
 
     def _reject(self, name: str, e: Rejected) -> None:
         if not e.code:

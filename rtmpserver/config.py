@@ -122,6 +122,7 @@ class ServerConfig:
     window_ack_size: int
     peer_bandwidth: int
     access_log: bool
+    workers: int  # processes sharing the listeners (rtmpserver.workers); 1 = one process
     limits: Limits
     # A mappingproxy cannot be hashed; leaving it out of the hash keeps the config usable as a key.
     apps: Mapping[str, AppConfig] = field(hash=False)
@@ -162,6 +163,19 @@ def _handlers(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+# One reactor per process uses one core; more workers than this is a mistake, not a machine.
+_MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    # "auto": one worker per core (docs/configuration.md "Workers").
+    if text == "auto":
+        return max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= _MAX_WORKERS:
+        raise Invalid(f"auto or an integer from 1 to {_MAX_WORKERS}")
+    return int(text)
+
+
 # --- schema: key -> (converter, default text) -------------------------------------------------
 # Defaults are kept as the text a user would write so that one converter checks both; the
 # example etc/server.ini carries the same text (tests/test_config.py compares them).
@@ -172,6 +186,7 @@ _SERVER_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "window_ack_size": (size(1, _MAX_U31), "2500000"),
     "peer_bandwidth": (size(1, _MAX_U31), "2500000"),
     "access_log": (boolean, "yes"),
+    "workers": (_workers, "1"),
 }
 
 _LIMIT_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {

@@ -130,14 +130,18 @@ class LiveStream:
         self._reset_gop()
         for sink in list(self.sinks):
             self._call(sink, sink.stream_started, self)
+        if self.hub.observers:
+            self.hub._tell(lambda o: o.stream_published(self, publisher))
 
     def stop(self) -> None:
         if self.publisher is None:
             return
-        self.publisher = None
+        publisher, self.publisher = self.publisher, None
         self._reset_gop()
         for sink in list(self.sinks):
             self._call(sink, sink.stream_stopped, self)
+        if self.hub.observers:
+            self.hub._tell(lambda o: o.stream_unpublished(self, publisher))
         self.hub._maybe_discard(self)
 
     def _reset_gop(self) -> None:
@@ -260,12 +264,16 @@ class LiveStream:
         self.sinks.append(sink)
         if self.publisher is not None:
             self._call(sink, sink.stream_started, self)
+        if self.hub.observers:
+            self.hub._tell(lambda o: o.sink_added(self, sink))
 
     def remove_sink(self, sink) -> None:
         try:
             self.sinks.remove(sink)
         except ValueError:
             return
+        if self.hub.observers:
+            self.hub._tell(lambda o: o.sink_removed(self, sink))
         self.hub._maybe_discard(self)
 
 
@@ -274,6 +282,15 @@ class Hub:
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], LiveStream] = {}
+        # With ``[server] workers`` > 1 (rtmpserver.workers): the IStreamDirectory publishes are
+        # claimed in, and IHubObservers told of publishers and sinks coming and going.  A single
+        # process has neither and behaves as without them.
+        self.directory = None
+        self.worker = 0  # this process's owner id in the directory
+        # (app, name) -> a Deferred that fires once a stream another worker publishes is live
+        # here too (an inter-worker relay started), or None when no other worker publishes it.
+        self.fetch = None
+        self.observers: list = []
 
     def get(self, app: str, name: str) -> LiveStream | None:
         return self.streams.get((app, name))
@@ -288,6 +305,14 @@ class Hub:
     def _maybe_discard(self, stream: LiveStream) -> None:
         if stream.publisher is None and not stream.sinks and self.streams.get(stream.key) is stream:
             del self.streams[stream.key]
+
+    def _tell(self, call) -> None:
+        """``call(observer)`` for each IHubObserver; one that raises is logged, the rest still hear."""
+        for observer in list(self.observers):
+            try:
+                call(observer)
+            except Exception:
+                LiveStream._log.failure("hub observer {observer!r} failed", observer=observer)
 
     def active_streams(self) -> Iterable[LiveStream]:
         return [s for s in self.streams.values() if s.publisher is not None]

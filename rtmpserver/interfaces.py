@@ -285,9 +285,54 @@ class IMonitoredHandler(Interface):
     def monitor_rows(now):
         """A list of dicts; each has ``kind`` ("relay" or "process"), ``app`` and ``name``
         (the stream), plus the kind's fields (docs/handlers.md)."""
+
+
 class ITunnelTransport(Interface):
     """The transport of an RTMP session carried inside another protocol (RTMPT in HTTP requests,
     ``rtmpserver.http.rtmpt``).  It has no socket: whatever would write to one uses its
     ``write``/``writeSequence``."""
 
     scheme = Attribute('the session protocol handlers see: "rtmpt", or "rtmpts" inside HTTPS')
+
+
+class IStreamDirectory(Interface):
+    """Which worker publishes ``app/name`` (``[server] workers``, docs/architecture.md "Workers").
+
+    Owners are opaque ints (a worker's index).  Every call may complete later (the directory may
+    live in another process, or on another machine), so results are Deferreds.  ``claim`` is
+    atomic: of two workers claiming the same free name, one wins; a name held by another owner is
+    settled by the app's ``publisher_clash`` policy, asked of the current owner.
+    """
+
+    def claim(app, name, owner, policy, stale_timeout):
+        """A Deferred firing True when ``owner`` now holds ``app/name`` (it was free, already
+        ``owner``'s, or the current owner gave it up under ``policy``), or False (refused)."""
+
+    def release(app, name, owner):
+        """``owner`` no longer publishes ``app/name``; a no-op when someone else holds it.  A Deferred."""
+
+    def locate(app, name):
+        """A Deferred firing with the owner of ``app/name``, or None."""
+
+    def watch(callback):
+        """Call ``callback(app, name, owner_or_None)`` on every change of ownership; returns a
+        callable that stops the watch."""
+
+
+class IHubObserver(Interface):
+    """Told by the hub (``Hub.observers``) when streams gain or lose publishers and sinks.
+
+    Called synchronously from the hub: be quick, never raise, never block.
+    """
+
+    def stream_published(stream, publisher):
+        """``publisher`` started ``stream`` (a ``LiveStream``)."""
+
+    def stream_unpublished(stream, publisher):
+        """``publisher`` stopped publishing ``stream``."""
+
+    def sink_added(stream, sink):
+        """``sink`` attached to ``stream``."""
+
+    def sink_removed(stream, sink):
+        """``sink`` left ``stream``."""

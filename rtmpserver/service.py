@@ -120,25 +120,34 @@ class RTMPService(service.MultiService):
 
 
 def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None,
-                components: Components | None = None) -> RTMPService:
+                components: Components | None = None, listener: Any = None) -> service.MultiService:
     """Build (not start) the service tree for ``config``.
 
     ``components`` are the parts ``compose`` built (``twistd rtmp`` passes those it built while
     parsing options); without them they are composed here.  A bare ``factory`` (tests) serves
-    RTMP only: no handlers, no HTTP.
+    RTMP only: no handlers, no HTTP.  With ``[server] workers`` > 1 this is the supervisor of
+    the worker processes (rtmpserver.workers); a worker passes ``listener(reactor, endpoint,
+    factory)``, which makes the service for a listening socket it inherited.
     """
     if reactor is None:
         from twisted.internet import reactor as installed_reactor
 
         reactor = installed_reactor
+    if config.workers > 1 and listener is None and factory is None:
+        from rtmpserver.workers.supervisor import Supervisor
+
+        top = service.MultiService()
+        Supervisor(config, reactor).setServiceParent(top)
+        return top
+    listener = listener or tls.listener
     if components is None:
         components = Components(config, factory) if factory is not None else compose(config, reactor)
     factory = components.factory
     root = RTMPService(config, factory, reactor, handler_services=components.handler_services())
     for endpoint in config.listen:
-        listener = tls.listener(reactor, endpoint, factory)
-        listener.setName(endpoint)
-        listener.setServiceParent(root)
+        rtmp_listener = listener(reactor, endpoint, factory)
+        rtmp_listener.setName(endpoint)
+        rtmp_listener.setServiceParent(root)
     if config.http and components.hub is not None:
         # HTTP shares the reactor and the hub with RTMP: one process serves both.
         from rtmpserver.http.hls import hls_routes
@@ -148,7 +157,7 @@ def makeService(config: ServerConfig, reactor: Any = None, factory: Any = None,
         for http in config.http.values():
             site = build_site(factory, http, hls)
             for endpoint in http.listen:
-                listener = tls.listener(reactor, endpoint, site)
-                listener.setName(f"http:{http.name}:{endpoint}")
-                listener.setServiceParent(root)
+                http_listener = listener(reactor, endpoint, site)
+                http_listener.setName(f"http:{http.name}:{endpoint}")
+                http_listener.setServiceParent(root)
     return root

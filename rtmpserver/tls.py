@@ -293,6 +293,12 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     )
 
 
+def context_factory(description: str) -> _ContextFactory:
+    """The TLS context factory of an ``ssl:`` line, for a listening socket made elsewhere (a
+    worker of ``[server] workers`` adopting the supervisor's)."""
+    return _ContextFactory(server_context(parse_ssl(description)))
+
+
 def listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
     """A service listening on ``description`` with ``factory``, as ``strports.service`` made them:
     a listen failure (port in use, no permission) raises from ``startService``, so twistd stops at

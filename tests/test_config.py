@@ -757,3 +757,13 @@ def test_http_admin_on_public_listener_needs_a_token():
 def test_http_section_errors(body, message):
     with pytest.raises(ConfigError, match=message):
         config.parse(HTTP + body)
+
+
+def test_workers_key():
+    assert config.parse(MINIMAL).workers == 1
+    assert config.parse(MINIMAL.replace("[app:live]", "workers = 4\n[app:live]")).workers == 4
+    auto = config.parse(MINIMAL.replace("[app:live]", "workers = auto\n[app:live]")).workers
+    assert auto == max(1, min(256, __import__("os").cpu_count() or 1))
+    for bad in ("0", "257", "-1", "two", "1.5"):
+        message = error_of(MINIMAL.replace("[app:live]", f"workers = {bad}\n[app:live]"))
+        assert message.endswith(f"[server] workers: expected auto or an integer from 1 to 256, got '{bad}'"), message

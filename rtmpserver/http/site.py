@@ -112,6 +112,10 @@ class RootResource(Resource):
         self._metrics_registry = None
         self.rtmpt = RTMPTSessions(factory, http_config)
         self.static = StaticFiles() if http_config.dashboard and http_config.api else None
+        # Set by rtmpserver.workers in a worker of ``[server] workers`` > 1; None in one process.
+        self.gather = None  # "snapshot" | "metrics" -> Deferred of every worker's, merged
+        self.control_elsewhere = None  # (path, args) -> Deferred of (code, body), all workers
+        self.hls_forward = None  # (request, section, app, name) -> NOT_DONE_YET when forwarded
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -159,6 +163,10 @@ class RootResource(Resource):
         if not self._authorized(request):
             return self._unauthorized(request)
         request.postpath = path[1:]
+        if self.control_elsewhere is not None:
+            args = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in request.args.items() if v}
+            d = self.control_elsewhere([p.decode("utf-8", "replace") for p in request.postpath], args)
+            return self._later(request, d.addCallback(lambda r: (r[0], r[1], b"text/plain; charset=utf-8")))
         code, body = control_mod.control(request, self.factory)
         return self._reply(request, code, body)
 
@@ -178,17 +186,17 @@ class RootResource(Resource):
             name = b"/".join(path[1:]).decode("ascii", "replace")
             return self.static.render(request, name)
         if path == [b"stat"] and conf.stat:
-            return self._admin(request, lambda: (monitor.stat_xml(self._snap()), b"text/xml; charset=utf-8"))
+            return self._admin(request, lambda snap: (monitor.stat_xml(snap), b"text/xml; charset=utf-8"), "snapshot")
         if len(path) == 3 and path[:2] == [b"api", b"v1"] and conf.api:
             if path[2] == b"streams":
-                return self._admin(request, lambda: (json.dumps(monitor.streams_json(self._snap()), indent=1).encode(), b"application/json"))
+                return self._admin(request, lambda snap: (json.dumps(monitor.streams_json(snap), indent=1).encode(), b"application/json"), "snapshot")
             if path[2] == b"clients":
-                return self._admin(request, lambda: (json.dumps(monitor.clients_json(self._snap()), indent=1).encode(), b"application/json"))
+                return self._admin(request, lambda snap: (json.dumps(monitor.clients_json(snap), indent=1).encode(), b"application/json"), "snapshot")
             if path[2] in (b"relays", b"processes"):
                 kind = "relay" if path[2] == b"relays" else "process"
-                return self._admin(request, lambda: (json.dumps(monitor.handler_rows_json(self._snap(), kind), indent=1).encode(), b"application/json"))
+                return self._admin(request, lambda snap: (json.dumps(monitor.handler_rows_json(snap, kind), indent=1).encode(), b"application/json"), "snapshot")
         if path == [b"metrics"] and conf.metrics:
-            return self._admin(request, self._metrics)
+            return self._admin(request, self._metrics, "metrics")
         if path and path[0] == b"control" and conf.control:
             return self._control(request, path)
         if len(path) == 3 and path[0] == b"hls" and conf.hls and self.hls is not None:
@@ -197,6 +205,10 @@ class RootResource(Resource):
             if app is None or name is None:
                 return self._reply(request, 404, b"not found\n")
             self._cors(request)
+            if self.hls_forward is not None:
+                forwarded = self.hls_forward(request, conf.name, app, name)
+                if forwarded is not None:
+                    return forwarded
             return self.hls_viewers.render(request, app, name)
         if len(path) == 2 and path[1].endswith(b".flv") and (conf.flv or conf.ws):
             app = _clean(path[0])
@@ -211,25 +223,52 @@ class RootResource(Resource):
                 return serve_flv(request, self.factory, conf, self.flv_clients, app, name)
         return self._reply(request, 404, b"not found\n")
 
-    def _admin(self, request, produce):
+    def _admin(self, request, produce, what: str):
+        """``produce(snapshot)`` (``what`` = "snapshot") or ``produce(merged_metrics_or_None)``
+        gives (body, content type); with workers the snapshot is every worker's, merged."""
         if not loopback_host_ok(request):
             return self._reply(request, 403, b"Host must name the loopback address on this listener\n")
         if not self._authorized(request):
             return self._unauthorized(request)
-        body, ctype = produce()
-        return self._reply(request, 200, body, ctype)
+        if self.gather is None:
+            body, ctype = produce(self._snap() if what == "snapshot" else None)
+            return self._reply(request, 200, body, ctype)
+        return self._later(request, self.gather(what).addCallback(lambda merged: (200, *produce(merged))))
+
+    def _later(self, request, d):
+        """Answer with what ``d`` gives, (code, body, content type), when it fires."""
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: None)
+
+        def done(result) -> None:
+            code, body, ctype = result
+            if not finished.called:
+                request.write(self._reply(request, code, body, ctype))
+                request.finish()
+
+        def failed(f) -> None:
+            self._log.failure("asking the other workers failed", f)
+            if not finished.called:
+                request.write(self._reply(request, 503, b"workers did not answer\n"))
+                request.finish()
+
+        d.addCallback(done).addErrback(failed)
+        return server.NOT_DONE_YET
 
     def _snap(self) -> dict:
         snap = monitor.snapshot(self.factory, self.flv_clients)
         self.factory.metrics.annotate_snapshot(snap)  # handlers' fields (IServerMetrics)
         return snap
 
-    def _metrics(self):
+    def _metrics(self, merged: bytes | None = None):
         from prometheus_client import (
             CONTENT_TYPE_LATEST,
             CollectorRegistry,
             generate_latest,
         )
+
+        if merged is not None:
+            return merged, CONTENT_TYPE_LATEST.encode()
 
         if self._metrics_registry is None:
             self._metrics_registry = CollectorRegistry(auto_describe=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -50,15 +51,43 @@ def decide(session: Session, hook: str, request, sid: int, final) -> None:
 
     if session.chain is None:
         try:
-            guarded(request)
+            outcome = guarded(request)
         except Rejected as e:
             refused(Failure(e))
+            return
+        if isinstance(outcome, defer.Deferred):
+            outcome.addErrback(refused)
         return
     session.chain.run(hook, request, guarded).addErrback(refused)
 
 
-def go_live(session: Session, sid: int, request: PublishRequest) -> LiveStream:
-    """The chain said yes to a publish: settle a clash with the current publisher, then start."""
+def go_live(session: Session, sid: int, request: PublishRequest):
+    """The chain said yes to a publish: settle a clash with the current publisher, then start.
+
+    With ``[server] workers`` > 1 the hub has a stream directory: the name is claimed there first
+    (the publisher clash policy then holds across workers) and this returns a Deferred.
+    """
+    directory = session.hub.directory
+    if directory is None:
+        return _go_live(session, sid, request)
+    app, name, owner = session.app, request.name, session.hub.worker
+    policy, stale = session.app_config.publisher_clash, session.app_config.publisher_stale_timeout
+
+    def claimed(granted: bool):
+        if not granted:
+            _log.info("{peer}: publish {app}/{name} refused: published on another worker", peer=session.peer, app=app, name=name)
+            raise Rejected("NetStream.Publish.BadName", f"{name} is already being published.")
+        if session.closed or session.streams.get(sid) is not PENDING:
+            live = session.hub.get(app, name)
+            if live is None or live.publisher is None:
+                directory.release(app, name, owner)
+            raise Rejected("NetStream.Publish.BadName", "stream closed before the decision")
+        return _go_live(session, sid, request)
+
+    return directory.claim(app, name, owner, policy, stale).addCallback(claimed)
+
+
+def _go_live(session: Session, sid: int, request: PublishRequest) -> LiveStream:
     name = request.name
     live = session.live(name)
     current = live.publisher
