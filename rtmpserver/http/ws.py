@@ -203,8 +203,16 @@ def serve_ws_flv(request, factory, http_config, registry: set, app: str, name: s
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"too many HTTP-FLV clients from your address\n"
 
-    def final(req, view):
+    def final(req, view, fetched: bool = False):
         live = factory.hub.get(app, req.name)
+        if (live is None or not live.active) and not fetched and factory.hub.fetch is not None:
+            # [server] workers: published by another worker, served here through a relay (as
+            # HTTP-FLV does, rtmpserver.http.flv).
+            waiting = factory.hub.fetch(app, req.name)
+            if waiting is not None:
+                return waiting.addCallback(lambda _: final(req, view, True))
+        if view.closed:
+            raise Rejected("NetStream.Play.Failed", "the client left before the decision")
         if live is None or not live.active:
             raise Rejected("NetStream.Play.StreamNotFound", f"no live stream {app}/{req.name}")
         chain = factory.chains[app]

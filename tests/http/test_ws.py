@@ -179,3 +179,25 @@ def test_big_tags_go_out_and_big_incoming_messages_close_the_connection():
     for _ in range(2):  # fragments of 2000 bytes: each frame is small, the message is not
         ws.dataReceived(masked(0, b"x" * 2000, fin=False))
     assert t.disconnecting
+
+
+def test_a_stream_of_another_worker_is_fetched_before_the_upgrade():
+    """[server] workers: the hub's fetch opens the relay; the upgrade waits for it, as HTTP-FLV's does."""
+    from twisted.internet.defer import Deferred
+
+    f, site = make()
+    asked, waiting = [], Deferred()
+
+    def fetch(app, name):
+        asked.append((app, name))
+        return waiting
+
+    f.hub.fetch = fetch
+    channel, t = connect(site)
+    assert asked == [("live", "cam")]
+    assert b"101 " not in t.value()  # nothing answered while the relay starts
+    pub, sid = live_stream(f)  # the relay publishes it here
+    waiting.callback(None)
+    head, msgs = split(t.value())
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert msgs[0][1][:3] == b"FLV"
