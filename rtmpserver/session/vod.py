@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rtmpserver.chain import Chain
 from rtmpserver.codec import messages as m
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
 from rtmpserver.errors import Rejected, RemoteProtocolError
@@ -73,8 +74,10 @@ def live_only(start: float) -> bool:
 
 
 def providers(session: Session) -> list[Any]:
+    """The app's ``IVodProvider`` handlers in chain order (none for a chain that is not a ``Chain``,
+    e.g. a test's stand-in)."""
     chain = session.chain
-    if chain is None:
+    if not isinstance(chain, Chain):
         return []
     return [h for _, h in chain.handlers if IVodProvider.providedBy(h)]
 
