@@ -106,6 +106,8 @@ class VodFile:
                 if mp4.video is None and mp4.audio is None:
                     raise FLVError("no H.264/HEVC/AV1/VP9 video or AAC audio track")
                 self._source = MP4Source(mp4)
+            if self._source.next_due_ms() is None:
+                raise FLVError("no audio or video to play")
         except BaseException:
             self.close()
             raise
