@@ -30,6 +30,7 @@ from rtmpserver.interfaces import (
     IRecordingController,
     IRecordingObserver,
     IRecordingSource,
+    IVodProvider,
 )
 from rtmpserver.requests import HandlerContext
 
@@ -38,7 +39,7 @@ __all__ = ["discover", "build_chains", "providers", "Discovered"]
 _log = Logger()
 
 # Interfaces a handler may provide besides IAppHandler: checked with verifyObject when it loads.
-_OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider)
+_OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider, IVodProvider)
 
 
 class Discovered(dict):
