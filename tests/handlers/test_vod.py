@@ -113,3 +113,21 @@ def test_a_malformed_file_is_refused_with_play_failed(tmp_path):
         with pytest.raises(Rejected) as e:
             h.open_stream(name)
         assert e.value.code == "NetStream.Play.Failed"
+
+
+def test_closing_frees_the_index_without_waiting_for_the_cycle_collector(tmp_path):
+    import gc
+    import weakref
+
+    (tmp_path / "media").mkdir()
+    shutil.copy(SAMPLE, tmp_path / "media" / "clip.flv")
+    h = handler_of(RTMPServerFactory(parse(tmp_path, "vod.path = media\n"), Clock()))
+    s = h.open_stream("clip")
+    reader = weakref.ref(s._source.flv)
+    gc.disable()
+    try:
+        s.close()
+        assert reader() is None
+        assert s.read() is None and s.next_due_ms() is None
+    finally:
+        gc.enable()
