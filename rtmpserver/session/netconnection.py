@@ -141,6 +141,7 @@ class Session:
         self.last_ping_sent = 0.0
         self.stats = SessionStats()
         self.buffer_lengths: dict[int, int] = {}  # stream id -> Set Buffer Length (ms), for VOD pacing
+        self.vod_waiting: dict[int, list] = {}  # stream id -> playlist plays sent while its first play is decided
 
     @property
     def closed(self) -> bool:
@@ -439,6 +440,8 @@ class Session:
         self._check_stream(cmd)
         sid = cmd.stream_id
         if self.streams[sid] is PENDING:
+            if vod.playlist_play(self, cmd):
+                return
             self.status(sid, "error", "NetStream.Play.Failed", "A play on this NetStream is still being decided.")
             return
         if vod.playlist_play(self, cmd):

@@ -37,7 +37,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rtmpserver.chain import Chain
@@ -46,6 +48,7 @@ from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuati
 from rtmpserver.errors import Rejected, RemoteProtocolError
 from rtmpserver.interfaces import IMonitoredClient, IVodProvider
 from rtmpserver.requests import PlayRequest
+from rtmpserver.session.admission import PENDING
 
 if TYPE_CHECKING:
     from rtmpserver.session.netconnection import Session
@@ -66,6 +69,11 @@ _BATCH = 64
 # Smallest wait between ticks, seconds.
 _MIN_WAIT = 0.005
 _SAMPLE_ACCESS = m.data_payload("|RtmpSampleAccess", True, True)
+# Playlist plays that wait for the NetStream's first play to be decided: how many, how often
+# they look, and how long past the app's handler_timeout they wait for a file to open.
+_MAX_WAITING = 16
+_RETRY = 0.02
+_OPEN_WAIT = 10.0
 
 
 def live_only(start: float) -> bool:
@@ -82,13 +90,58 @@ def providers(session: Session) -> list[Any]:
     return [h for _, h in chain.handlers if IVodProvider.providedBy(h)]
 
 
-def _open(session: Session, name: str):
-    """(stream, provider) of the first provider that has ``name``, or (None, None)."""
-    for p in providers(session):
-        stream = p.open_stream(name)
-        if stream is not None:
-            return stream, p
-    return None, None
+def _open(session: Session, name: str) -> defer.Deferred:
+    """A Deferred firing with (stream, provider) of the first provider that has ``name``, or
+    (None, None); it fails with Rejected when a provider refuses.  Providers may open files on a
+    thread (``open_stream`` returning a Deferred); a synchronous one gives an already-fired
+    Deferred."""
+    found = providers(session)
+
+    def attempt(i: int) -> defer.Deferred:
+        if i == len(found):
+            return defer.succeed((None, None))
+        d = defer.maybeDeferred(found[i].open_stream, name)
+        return d.addCallback(lambda stream: (stream, found[i]) if stream is not None else attempt(i + 1))
+
+    return attempt(0)
+
+
+def _settle(d: defer.Deferred, act) -> bool:
+    """Run ``act(result)`` with ``d``'s result (a Failure on error).  When ``d`` has already
+    fired, ``act`` runs now, its exceptions propagate and True is returned; otherwise it runs
+    when ``d`` fires (its exceptions are logged) and False is returned."""
+    now = True
+    got: list = []
+
+    def arrived(result):
+        if now:
+            got.append(result)
+            return None
+        try:
+            act(result)
+        except Exception:
+            _log.failure("vod: acting on an opened file failed")
+        return None
+
+    d.addBoth(arrived)
+    now = False
+    if got:
+        act(got[0])
+        return True
+    return False
+
+
+def _refuse(session: Session, sid: int, code: str, description: str) -> None:
+    session.stats.rejected("play")
+    if not session.closed:
+        session.status(sid, "error", code, description)
+
+
+def _failure_code(f: Failure) -> tuple[str, str]:
+    if f.check(Rejected):
+        return f.value.code or "NetStream.Play.Failed", f.value.description or "play refused"
+    _log.failure("vod: opening a file failed", f)
+    return "NetStream.Play.Failed", "internal error"
 
 
 def _buffer_cap(provider) -> int:
@@ -108,16 +161,59 @@ def play_decided(session: Session, sid: int, request) -> bool:
         live = session.hub.get(session.app, request.name)
         if live is not None and live.active:
             return False
-    stream, provider = _open(session, request.name)
-    if stream is None:
-        if start >= 0:
-            raise Rejected("NetStream.Play.StreamNotFound", f"{request.name} not found.")
-        return False
+    # A synchronous provider answers now: refusals go back through the chain (its handlers'
+    # proceed() fails) and a live fallback is the caller's.  A provider that opens on a thread
+    # answers later: the NetStream stays pending meanwhile, and the outcome is sent from here.
+    state: dict = {}
+
+    def now(result) -> None:
+        if isinstance(result, Failure):
+            result.raiseException()
+        stream, provider = result
+        if stream is None:
+            if start >= 0:
+                raise Rejected("NetStream.Play.StreamNotFound", f"{request.name} not found.")
+            state["live"] = True
+            return
+        _begin(session, sid, request, stream, provider)
+
+    def later(result) -> None:
+        if isinstance(result, Failure):
+            if session.streams.get(sid) is PENDING:
+                session.streams[sid] = None
+            _refuse(session, sid, *_failure_code(result))
+            return
+        stream, provider = result
+        if session.closed or session.streams.get(sid) is not PENDING:
+            if stream is not None:
+                stream.close()
+            return
+        if stream is None:
+            if start >= 0:
+                session.streams[sid] = None
+                _refuse(session, sid, "NetStream.Play.StreamNotFound", f"{request.name} not found.")
+            else:
+                session._start_play(sid, request.name, dict(request.args), request.reset)
+            return
+        _begin(session, sid, request, stream, provider)
+
+    box = {"sync": True}
+
+    def act(result) -> None:
+        (now if box["sync"] else later)(result)
+
+    synchronous = _settle(_open(session, request.name), act)
+    box["sync"] = False
+    if synchronous:
+        return not state.get("live", False)
+    return True
+
+
+def _begin(session: Session, sid: int, request, stream, provider) -> None:
     player = VodPlayer(session, sid, _buffer_cap(provider))
     session.streams[sid] = player
     session.stats.began("player", request.name)
-    player.begin(stream, request.name, max(0, int(start)), int(request.duration), request.reset)
-    return True
+    player.begin(stream, request.name, max(0, int(request.start)), int(request.duration), request.reset)
 
 
 def queue_play(session: Session, player: VodPlayer, request) -> None:
@@ -125,16 +221,49 @@ def queue_play(session: Session, player: VodPlayer, request) -> None:
     like any play, then added to the playlist (refusals and unknown names are reported with an
     error status and leave the playlist as it was)."""
 
+    # Until this play is decided and its file opened, the player does not announce the end of
+    # the playlist (it waits, "starved", if the current file ends meanwhile).
+    player.expecting += 1
+    pending = [True]
+
+    def settled() -> None:
+        if pending[0]:
+            pending[0] = False
+            player.expecting -= 1
+
     def final(req):
         if player.closed or session.closed:
             raise Rejected("NetStream.Play.Failed", "stream closed before the decision")
-        stream, _ = _open(session, req.name)
-        if stream is None:
-            raise Rejected("NetStream.Play.StreamNotFound", f"{req.name} not found.")
-        session.stats.began("player", req.name)
-        player.enqueue(stream, req.name, max(0, int(req.start)), int(req.duration))
 
-    _decide(session, player.stream_id, request, final)
+        def got(result) -> None:
+            settled()
+            _opened(session, player, req, result, player.enqueue, max(0, int(req.start)), int(req.duration))
+            player.check_starved()
+
+        _settle(_open(session, req.name), got)
+
+    def refused() -> None:
+        settled()
+        player.check_starved()
+
+    _decide(session, player.stream_id, request, final, refused)
+
+
+def _opened(session: Session, player: VodPlayer, req, result, use, *args) -> None:
+    """A playlist or play2 file has been opened (or not): hand it to ``use`` or say why not."""
+    if isinstance(result, Failure):
+        _refuse(session, player.stream_id, *_failure_code(result))
+        return
+    stream, _ = result
+    if player.closed or session.closed:
+        if stream is not None:
+            stream.close()
+        return
+    if stream is None:
+        _refuse(session, player.stream_id, "NetStream.Play.StreamNotFound", f"{req.name} not found.")
+        return
+    session.stats.began("player", req.name)
+    use(stream, req.name, *args)
 
 
 def switch(session: Session, player: VodPlayer, request) -> None:
@@ -143,21 +272,19 @@ def switch(session: Session, player: VodPlayer, request) -> None:
     def final(req):
         if player.closed or session.closed:
             raise Rejected("NetStream.Play.Failed", "stream closed before the decision")
-        stream, _ = _open(session, req.name)
-        if stream is None:
-            raise Rejected("NetStream.Play.StreamNotFound", f"{req.name} not found.")
-        session.stats.began("player", req.name)
-        player.switch(stream, req.name)
+        _settle(_open(session, req.name), lambda result: _opened(session, player, req, result, player.switch))
 
     _decide(session, player.stream_id, request, final)
 
 
-def _decide(session: Session, sid: int, request, final) -> None:
+def _decide(session: Session, sid: int, request, final, on_refused=None) -> None:
     def refused(f) -> None:
         f.trap(Rejected)
         session.stats.rejected("play")
         if not session.closed:
             session.status(sid, "error", f.value.code, f.value.description or "play refused")
+        if on_refused is not None:
+            on_refused()
 
     if session.chain is None:
         try:
@@ -165,6 +292,8 @@ def _decide(session: Session, sid: int, request, final) -> None:
         except Rejected as e:
             session.stats.rejected("play")
             session.status(sid, "error", e.code, e.description)
+            if on_refused is not None:
+                on_refused()
         return
     session.chain.run("play", request, final).addErrback(refused)
 
@@ -176,16 +305,20 @@ def get_stream_length(session: Session, cmd: m.CommandMessage) -> None:
     beyond its length, and a name that leaves the provider's directory is "unknown"."""
     raw = cmd.arguments[0] if cmd.arguments and isinstance(cmd.arguments[0], str) else ""
     name = raw.partition("?")[0]
-    length = 0.0
-    if name and session.app is not None:
-        try:
-            stream, _ = _open(session, name)
-        except Rejected:
-            stream = None
-        if stream is not None:
-            length = stream.duration_ms / 1000.0
-            stream.close()
-    session.command("_result", cmd.transaction_id, None, length)
+    tid = cmd.transaction_id
+    if not name or session.app is None:
+        session.command("_result", tid, None, 0.0)
+        return
+
+    def answer(result) -> None:
+        length = 0.0
+        if not isinstance(result, Failure) and result[0] is not None:
+            length = result[0].duration_ms / 1000.0
+            result[0].close()
+        if not session.closed:
+            session.command("_result", tid, None, length)
+
+    _settle(_open(session, name), answer)
 
 
 class _Item:
@@ -218,6 +351,8 @@ class VodPlayer:
         self.paused = False
         self.finished = False
         self.closed = False
+        self.expecting = 0  # playlist files being opened
+        self.starved = False  # the current file ended while the next one was being opened
         self.bytes_sent = 0
         self.messages_sent = 0
         self._call = None
@@ -274,11 +409,20 @@ class VodPlayer:
         self.base_ts = ts
 
     def enqueue(self, stream, name: str, start: int, duration: int) -> None:
-        if self.finished and not self.playlist:
-            # The playlist had run out: the new item plays now.
+        if (self.finished or self.starved) and not self.playlist:
+            # The playlist had run out (or was waiting for this file): it plays now.
+            if self.starved:
+                self.starved = False
+                self._play_status("NetStream.Play.Switch", self.last_ts, details=name)
             self._next(_Item(stream, name, start, duration))
             return
         self.playlist.append(_Item(stream, name, start, duration))
+
+    def check_starved(self) -> None:
+        """A playlist file failed to open: if the player was waiting for it, the playlist ends."""
+        if self.starved and not self.expecting and not self.playlist and not self.closed:
+            self.starved = False
+            self._item_done()
 
     def switch(self, stream, name: str) -> None:
         """play2: the new file from the keyframe at or before the position reached, continuing
@@ -412,6 +556,9 @@ class VodPlayer:
             self._play_status("NetStream.Play.Switch", self.last_ts, details=item.name)
             self._next(item)
             return
+        if self.expecting or self.session.vod_waiting.get(self.stream_id):
+            self.starved = True  # enqueue() or check_starved() goes on
+            return
         s, sid = self.session, self.stream_id
         self.finished = True
         self._play_status("NetStream.Play.Complete", self.last_ts, duration=self.stream.duration_ms / 1000.0, bytes=float(self.bytes_sent))
@@ -451,9 +598,25 @@ def playlist_play(session: Session, cmd: m.CommandMessage) -> bool:
 
     Anything else (a first play, reset true, a live NetStream) is the session's usual play (False).
     """
-    player = session.streams.get(cmd.stream_id)
+    sid = cmd.stream_id
+    player = session.streams.get(sid)
     a = cmd.arguments
-    if type(player) is not VodPlayer or player.closed or len(a) < 4 or a[3] is not False:
+    if len(a) < 4 or a[3] is not False:
+        return False
+    waiting = session.vod_waiting
+    if (player is PENDING or sid in waiting) and providers(session):
+        # Players send a playlist's plays back to back; the first may still be being decided
+        # (a handler, or a file opened on a thread): the rest wait for it, in order, bounded.
+        queue = waiting.get(sid)
+        if queue is None:
+            queue = waiting[sid] = []
+            deadline = session.clock.seconds() + session.app_config.handler_timeout + _OPEN_WAIT
+            session.clock.callLater(_RETRY, _replay, session, sid, deadline)
+        if len(queue) >= _MAX_WAITING:
+            return False
+        queue.append(cmd)
+        return True
+    if type(player) is not VodPlayer or player.closed:
         return False
     parsed = session._stream_name(cmd, "NetStream.Play.StreamNotFound")
     if parsed is not None:
@@ -463,6 +626,27 @@ def playlist_play(session: Session, cmd: m.CommandMessage) -> bool:
             args=args, session=session.view,
         ))
     return True
+
+
+def _replay(session: Session, sid: int, deadline: float) -> None:
+    if session.closed:
+        session.vod_waiting.pop(sid, None)
+        return
+    if session.streams.get(sid) is PENDING and session.clock.seconds() < deadline:
+        session.clock.callLater(_RETRY, _replay, session, sid, deadline)
+        return
+    queue = session.vod_waiting.pop(sid, [])
+    try:
+        for cmd in queue:
+            if session.closed:
+                break
+            session._command(cmd)
+    except RemoteProtocolError as e:  # e.g. the NetStream was deleted meanwhile
+        session.close(f"protocol error: {e}")
+    player = session.streams.get(sid)
+    if type(player) is VodPlayer:
+        player.check_starved()
+    session.flush()
 
 
 def play2(session: Session, cmd: m.CommandMessage, new: str) -> bool:

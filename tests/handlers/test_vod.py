@@ -131,3 +131,42 @@ def test_closing_frees_the_index_without_waiting_for_the_cycle_collector(tmp_pat
         assert s.read() is None and s.next_due_ms() is None
     finally:
         gc.enable()
+
+
+def test_with_a_reactor_files_are_opened_on_its_thread_pool(tmp_path):
+    from rtmpserver.handlers.vod import VodFactory
+
+    calls = []
+
+    class Pool:
+        def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+            calls.append(f)
+            try:
+                on_result(True, f(*args, **kwargs))
+            except Exception as e:
+                from twisted.python.failure import Failure
+
+                on_result(False, Failure(e))
+
+    class Reactor(Clock):
+        def getThreadPool(self):
+            return Pool()
+
+        def callFromThread(self, f, *args, **kwargs):
+            f(*args, **kwargs)
+
+    (tmp_path / "media").mkdir()
+    shutil.copy(SAMPLE, tmp_path / "media" / "clip.flv")
+    (tmp_path / "media" / "bad.mp4").write_bytes(b"\x00\x00\x00\x08junk")
+    cfg = parse(tmp_path, "vod.path = media\n")
+    from rtmpserver.requests import HandlerContext
+
+    h = VodFactory().build({"path": "media"}, HandlerContext(app=cfg.apps["vod"], server=cfg, hub=None, clock=Clock(), reactor=Reactor()))
+    got = []
+    h.open_stream("clip").addCallback(got.append)
+    assert len(calls) == 1 and got[0].duration_ms > 0
+    got[0].close()
+    failures = []
+    h.open_stream("bad.mp4").addErrback(failures.append)
+    assert failures[0].check(Rejected) and failures[0].value.code == "NetStream.Play.Failed"
+    assert h.open_stream("nothing") is None

@@ -303,3 +303,113 @@ def test_connection_lost_closes_the_file_and_cancels_the_timer(setup):
     p.proto.connectionLost(None)
     assert provider.opened[0].closed
     assert pumps() == []
+
+
+@implementer(IAppHandler, IVodProvider)
+class LaterProvider(FakeProvider):
+    """Opens files "on a thread": open_stream returns a Deferred the test fires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list = []
+
+    def open_stream(self, name):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.pending.append((name, d))
+        return d
+
+    def finish(self, found=True):
+        name, d = self.pending.pop(0)
+        d.callback(FakeProvider.open_stream(self, name) if found else None)
+
+
+@pytest.fixture
+def later():
+    clock = Clock()
+    provider = LaterProvider()
+    factory = RTMPServerFactory(make_config(), clock, chains={"live": Chain("live", [("vod", provider)], clock, 5.0)})
+    return factory, clock, provider
+
+
+def test_a_file_opened_later_starts_when_it_is_open(later):
+    from rtmpserver.session.admission import PENDING
+
+    factory, clock, provider = later
+    p, sid = start(factory, "a")
+    assert statuses(p.take()) == [] and p.proto.session.streams[sid] is PENDING
+    provider.finish()
+    assert statuses(p.take()) == ["NetStream.Play.Reset", "NetStream.Play.Start"]
+    assert type(p.proto.session.streams[sid]) is VodPlayer
+
+
+def test_a_file_opened_later_that_is_missing_is_not_found_or_live(later):
+    factory, clock, provider = later
+    p, sid = start(factory, "nothing", 0.0)
+    provider.finish(found=False)
+    assert statuses(p.take()) == ["NetStream.Play.StreamNotFound"] and p.proto.session.streams[sid] is None
+    p, sid = start(factory, "nothing", -2000.0)
+    provider.finish(found=False)
+    assert type(p.proto.session.streams[sid]) is PlayerStream  # waits for a live stream
+
+
+def test_a_file_opened_after_the_client_left_is_closed(later):
+    factory, clock, provider = later
+    p, sid = start(factory, "a")
+    p.proto.connectionLost(None)
+    provider.finish()
+    assert provider.opened[0].closed
+
+
+def test_stream_length_and_playlists_with_a_provider_that_answers_later(later):
+    factory, clock, provider = later
+    p = Peer(factory)
+    p.connect()
+    tid = p.call("getStreamLength", None, "a")
+    provider.finish()
+    res = [x for x in p.take() if isinstance(x, m.CommandMessage) and x.transaction_id == tid]
+    assert res[0].arguments == [5.0] and provider.opened[0].closed
+    sid = p.create_stream()
+    p.call("play", None, "a", 0.0, -1.0, True, stream_id=sid)
+    provider.finish()
+    p.call("play", None, "b", 0.0, -1.0, False, stream_id=sid)
+    provider.finish()
+    assert [item.name for item in p.proto.session.streams[sid].playlist] == ["b"]
+
+
+def test_playlist_plays_sent_while_the_first_is_opening_wait_for_it_in_order(later):
+    factory, clock, provider = later
+    p, sid = start(factory, "a")
+    p.call("play", None, "b", 0.0, -1.0, False, stream_id=sid)
+    p.call("play", None, "a", 0.0, -1.0, False, stream_id=sid)
+    assert "NetStream.Play.Failed" not in statuses(p.take())
+    clock.advance(0.1)
+    assert [name for name, _ in provider.pending] == ["a"]  # still deciding the first
+    provider.finish()
+    clock.advance(0.05)
+    provider.finish()
+    provider.finish()
+    player = p.proto.session.streams[sid]
+    assert player.name == "a" and [item.name for item in player.playlist] == ["b", "a"]
+    assert p.proto.session.vod_waiting == {}
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_the_playlist_does_not_end_while_its_next_file_is_being_opened(later, found):
+    factory, clock, provider = later
+    p, sid = start(factory, "a", buffer_ms=2000)
+    provider.finish()
+    p.call("play", None, "b" if found else "nothing", 0.0, -1.0, False, stream_id=sid)
+    for _ in range(8):
+        clock.advance(1.0)
+    got = p.take()
+    assert play_status(got) == [] and max(stamps(got)) == 4980  # a has ended; waiting for b
+    provider.finish(found=found)
+    for _ in range(8):
+        clock.advance(1.0)
+    got = p.take()
+    if found:
+        assert play_status(got) == ["NetStream.Play.Switch", "NetStream.Play.Complete"] and max(stamps(got)) == 4980 + 1 + 4980
+    else:
+        assert play_status(got) == ["NetStream.Play.Complete"] and "NetStream.Play.StreamNotFound" in statuses(got)
