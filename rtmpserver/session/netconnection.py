@@ -533,7 +533,7 @@ class Session:
             self.conn.send(m.UserControl.ping_response(msg.value))
         elif msg.event == m.UserControlEvent.SET_BUFFER_LENGTH:
             vod.set_buffer_length(self, msg)
-        # PingResponse, SetBufferLength: nothing to do beyond having received bytes.
+        # PingResponse: nothing to do beyond having received bytes.
 
     def ping(self) -> None:
         self.last_ping_sent = self.clock.seconds()
