@@ -287,3 +287,32 @@ def test_a_recording_plays_back(e2e, media, tmp_path):
     assert r.returncode in (0, 2), r.stderr
     assert _video_hashes(out) == _video_hashes(rec / "show.flv")
     check_media(out, min_video_frames=80, max_video_frames=95, min_audio_frames=120, context=r.stderr)
+
+
+@pytest.fixture(scope="module")
+def ffmpeg_enhanced() -> str:
+    """FFmpeg 9 from imageio-ffmpeg (a test dependency), which plays Enhanced RTMP; Debian's 5.1 does not."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def test_hevc_mp4_plays_over_enhanced_rtmp(e2e, ffmpeg_enhanced, tmp_path):
+    """An HEVC + AAC MP4 (``hvc1``, as FFmpeg and OBS write it) reaches FFmpeg 9 (the Enhanced
+    RTMP player the live HEVC tests use) packet for packet."""
+    media = tmp_path / "hevc"
+    media.mkdir()
+    src = media / "hevc.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", "3", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error", "-tag:v", "hvc1",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(src))  # fmt: skip
+    srv = _vod_server(e2e, media)
+    out = e2e.workdir / "hevc.mkv"
+    r = subprocess.run([ffmpeg_enhanced, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-rtmp_live", "recorded",
+                        "-rw_timeout", "10000000", "-i", srv.url("vod/mp4:hevc.mp4"), "-c", "copy", str(out)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    streams = {s["codec_type"]: s for s in helpers.streams(out)}
+    assert streams["video"]["codec_name"] == "hevc" and streams["audio"]["codec_name"] == "aac", streams
+    assert _video_hashes(out) == _video_hashes(src)
+    assert helpers.decode_errors(out) == ""
