@@ -31,6 +31,7 @@ from rtmpserver.interfaces import (
     IRecordingController,
     IRecordingObserver,
     IRecordingSource,
+    IVodProvider,
 )
 from rtmpserver.requests import HandlerContext
 
@@ -40,7 +41,7 @@ _log = Logger()
 
 # Interfaces a handler may provide besides IAppHandler: checked with verifyObject when it loads.
 _OPTIONAL = (IHandlerService, IRecordingController, IRecordingSource, IRecordingObserver, IHLSProvider,
-             IMonitoredHandler)
+             IMonitoredHandler, IVodProvider)
 
 
 class Discovered(dict):

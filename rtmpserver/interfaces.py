@@ -336,3 +336,48 @@ class IHubObserver(Interface):
 
     def sink_removed(stream, sink):
         """``sink`` left ``stream``."""
+
+
+class IVodStream(Interface):
+    """One recorded file opened for playback: a sequence of RTMP media messages with seek.
+
+    Times are milliseconds from the start of the file.  Reads are small (one tag or one sample
+    at a time) and happen on the caller's thread; nothing is read ahead."""
+
+    name = Attribute("the stream name the player asked for")
+    duration_ms = Attribute("the file's duration in milliseconds (0 when unknown)")
+
+    def metadata():
+        """The onMetaData values (a dict): duration in seconds, width, height, codec ids..."""
+
+    def sequence_headers():
+        """Decoder configuration messages (``rtmpserver.media.vod.VodMessage``), to send before
+        the first media message and again after every seek."""
+
+    def seek(ms):
+        """Continue from the keyframe at or before ``ms``; returns the time landed on (ms)."""
+
+    def next_due_ms():
+        """The timestamp of the message ``read()`` returns next, None at the end."""
+
+    def read():
+        """The next ``VodMessage`` (type 8 audio / 9 video, timestamp, payload), None at the end."""
+
+    def close():
+        """Release the file. Idempotent."""
+
+
+class IVodProvider(Interface):
+    """Optional for a handler: it serves recorded files to players (the ``vod`` handler).
+
+    After the chain has decided a ``play`` (so access rules and keys apply to recorded streams as
+    to live ones), the session asks the providers of its application, in chain order, for the
+    name: the first one that has it plays it.  ``getStreamLength`` asks them too."""
+
+    def open_stream(name):
+        """An ``IVodStream`` for ``name``, or None when there is no such recorded stream (including
+        names that would leave the provider's directory). Raises ``rtmpserver.errors.Rejected``
+        when the file exists but cannot be played (malformed, unsupported codec)."""
+
+    def buffer_limit_ms():
+        """The most a player is sent ahead of real time, whatever buffer length it asks for."""

@@ -126,8 +126,8 @@ class PublishRequest:
 class PlayRequest:
     app: str
     name: str
-    start: float  # -2 live or recorded, -1 live only, >= 0 recorded from that second
-    duration: float
+    start: float  # as sent: -2/-2000 live or recorded, -1/-1000 live only, >= 0 recorded from that millisecond
+    duration: float  # milliseconds; < 0 to the end
     reset: bool
     args: Mapping[str, str]
     session: SessionView = field(compare=False, repr=False)

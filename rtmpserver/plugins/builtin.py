@@ -8,3 +8,4 @@ from rtmpserver.handlers.live import factory as live  # noqa: F401
 from rtmpserver.handlers.notify import factory as notify  # noqa: F401
 from rtmpserver.handlers.record import factory as record  # noqa: F401
 from rtmpserver.handlers.relay import factory as relay  # noqa: F401
+from rtmpserver.handlers.vod import factory as vod  # noqa: F401

@@ -2,8 +2,8 @@
 
 ``netconnection``: the ``Session`` (commands, state) and the ``Link`` it writes through;
 ``streams``: ``PublisherStream`` and ``PlayerStream`` (per-player commands); ``admission``: the
-handler chain's decision on publish/play and publisher clashes; ``stats``: the counters
-monitoring and the access log read.
+handler chain's decision on publish/play and publisher clashes; ``vod``: recorded playback
+(``VodPlayer``); ``stats``: the counters monitoring and the access log read.
 """
 
 from rtmpserver.session.netconnection import Link, Session, State

@@ -32,10 +32,11 @@ from rtmpserver.requests import (
     StreamClosed,
     client_ids,
 )
-from rtmpserver.session import admission, courtesy
+from rtmpserver.session import admission, courtesy, vod
 from rtmpserver.session.admission import PENDING
 from rtmpserver.session.stats import SessionStats
 from rtmpserver.session.streams import PlayerStream, PublisherStream
+from rtmpserver.session.vod import VodPlayer
 
 __all__ = ["Session", "Link", "State"]
 
@@ -139,6 +140,8 @@ class Session:
         self.close_reason = ""
         self.last_ping_sent = 0.0
         self.stats = SessionStats()
+        self.buffer_lengths: dict[int, int] = {}  # stream id -> Set Buffer Length (ms), for VOD pacing
+        self.vod_waiting: dict[int, list] = {}  # stream id -> playlist plays sent while its first play is decided
 
     @property
     def closed(self) -> bool:
@@ -437,7 +440,11 @@ class Session:
         self._check_stream(cmd)
         sid = cmd.stream_id
         if self.streams[sid] is PENDING:
+            if vod.playlist_play(self, cmd):
+                return
             self.status(sid, "error", "NetStream.Play.Failed", "A play on this NetStream is still being decided.")
+            return
+        if vod.playlist_play(self, cmd):
             return
         if self.streams[sid] is not None:
             # A second play on the same NetStream replaces the first (Flash does this on reconnect).
@@ -455,7 +462,8 @@ class Session:
 
         reset = a[3] if len(a) > 3 and isinstance(a[3], bool) else True
         request = PlayRequest(app=self.app, name=name, start=number(1, -2.0), duration=number(2, -1.0), reset=reset, args=args, session=self.view)
-        admission.decide(self, "play", request, sid, lambda req: self._start_play(sid, req.name, dict(req.args), req.reset))
+        admission.decide(self, "play", request, sid,
+                         lambda req: None if vod.play_decided(self, sid, req) else self._start_play(sid, req.name, dict(req.args), req.reset))
 
     def _start_play(self, sid: int, name: str, args: dict, reset: bool) -> None:
         live = self.live(name)
@@ -482,6 +490,8 @@ class Session:
             return
         if self.streams.get(cmd.stream_id) is PENDING:
             return
+        if vod.play2(self, cmd, new):
+            return
         # Switch streams (bitrate change): decided like a play, then the old stream stops.
         fake = m.CommandMessage(cmd.stream_id, "play", 0, None, [new, -2.0, -1.0, False])
         self.status(cmd.stream_id, "status", "NetStream.Play.Transition", f"Transitioned to {new}.", details=new)
@@ -493,11 +503,15 @@ class Session:
         return s if type(s) is PlayerStream else None
 
     def _pause(self, cmd: m.CommandMessage) -> None:
+        if self._check_stream(cmd) and vod.stream_command(self, cmd):
+            return
         p = self._player(cmd)
         if p is not None:
             p.pause(bool(cmd.arguments[0]) if cmd.arguments else True)
 
     def _seek(self, cmd: m.CommandMessage) -> None:
+        if self._check_stream(cmd) and vod.stream_command(self, cmd):
+            return
         p = self._player(cmd)
         if p is not None:
             p.seek()
@@ -517,7 +531,9 @@ class Session:
     def _user_control(self, msg: m.UserControl) -> None:
         if msg.event == m.UserControlEvent.PING_REQUEST:
             self.conn.send(m.UserControl.ping_response(msg.value))
-        # PingResponse, SetBufferLength: nothing to do beyond having received bytes.
+        elif msg.event == m.UserControlEvent.SET_BUFFER_LENGTH:
+            vod.set_buffer_length(self, msg)
+        # PingResponse: nothing to do beyond having received bytes.
 
     def ping(self) -> None:
         self.last_ping_sent = self.clock.seconds()
@@ -541,6 +557,8 @@ class Session:
             if not self.closed and why == "closeStream":
                 self.status(sid, "status", "NetStream.Play.Stop", f"Stopped playing {s.name}.", details=s.name)
             self._closed_event(s.name, "player", why)
+        elif type(s) is VodPlayer:
+            vod.stream_closed(self, sid, s, why)
 
     def _closed_event(self, name: str, role: str, why: str) -> None:
         if self.chain is not None:
@@ -578,6 +596,8 @@ class Session:
         for s in list(self.streams.values()):
             if type(s) is PlayerStream and s.backlog:
                 s.flush()
+            elif type(s) is VodPlayer:
+                s.resume()
 
     def shutdown(self) -> None:
         """Server shutdown: players get StreamEOF + UnpublishNotify, then we close."""
@@ -605,7 +625,7 @@ _COMMANDS = {
     "FCPublish": courtesy.fc_publish,
     "FCUnpublish": courtesy.fc_unpublish,
     "FCSubscribe": courtesy.fc_subscribe,
-    "getStreamLength": courtesy.get_stream_length,
+    "getStreamLength": vod.get_stream_length,
     "_checkbw": courtesy.checkbw,
     "deleteStream": Session._delete_stream,
     "closeStream": Session._close_stream_cmd,
