@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests) and openssl
-# (test certificates) from Debian when missing.
+# ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests), openssl
+# (test certificates) and GStreamer (rtmpsrc/rtmp2src/rtmp2sink in tests/e2e/test_gstreamer.py)
+# from Debian when missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v rtmpdump >/dev/null 2>&1 || missing="$$missing rtmpdump"; \
+	command -v gst-launch-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools \
+	  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

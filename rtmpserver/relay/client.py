@@ -159,6 +159,13 @@ class RelaySession:
             elif t is m.UserControl:
                 if msg.event == m.UserControlEvent.PING_REQUEST:
                     self.conn.send(m.UserControl.ping_response(msg.value))
+                elif self.mode == PLAY and self.phase == PLAYING and msg.value == self.stream_id:
+                    # StreamEOF/StreamBegin (RTMP 1.0 7.1.7) mark the publisher leaving and coming
+                    # back on servers that send no Unpublish/PublishNotify (nginx-rtmp's default, ours).
+                    if msg.event == m.UserControlEvent.STREAM_EOF:
+                        self._media_stopped("stream ended upstream")
+                    elif msg.event == m.UserControlEvent.STREAM_BEGIN:
+                        self._media_started()
             if self.phase == CLOSED:
                 return
 
