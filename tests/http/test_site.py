@@ -271,3 +271,28 @@ def test_http_flv_viewer_that_takes_no_bytes_is_closed_after_send_timeout():
     assert req.transport.disconnecting and not root.flv_clients  # aborted, slot freed
     assert f.stats["send_timeouts"] == 1
     assert f.hub.get("live", "cam").sinks == []
+
+
+def test_over_limit_http_connection_on_a_tls_listener_is_aborted_at_once(tmp_path):
+    """HTTPS listeners too: the site refuses with a protocol (a None breaks the TLS wrapper)."""
+    from twisted.internet.address import IPv4Address
+
+    from rtmpserver.http.site import build_site
+    from rtmpserver.protocol import Refused
+    from tests.test_protocol import tls_wrapped
+
+    class TCPTransport(StringTransport):
+        def setTcpNoDelay(self, enabled):
+            pass
+
+    f, _ = make("max_connections = 1")
+    site = build_site(f, f.config.http["main"])
+    wrapped = tls_wrapped(site, tmp_path)
+    transports = []
+    for port in (5000, 5001):
+        addr = IPv4Address("TCP", "10.0.0.1", port)
+        t = TCPTransport(peerAddress=addr)
+        wrapped.buildProtocol(addr).makeConnection(t)
+        transports.append(t)
+    assert [t.disconnecting for t in transports] == [False, True]
+    assert isinstance(site.buildProtocol(IPv4Address("TCP", "10.0.0.2", 5002)), Refused)
