@@ -172,6 +172,22 @@ def test_unpublish_and_publish_notify_stop_and_restart_the_consumer():
     assert rec.events[4] == ("metadata", 0, amf0.encode("onMetaData", {}))
 
 
+def test_stream_eof_and_stream_begin_stop_and_restart_the_consumer():
+    """Servers that send no Publish/UnpublishNotify (nginx-rtmp's default, ours): user control events."""
+    s, _, failures = _playing()
+    rec = s.consumer
+    srv = s._srv
+    srv.send(m.VideoMessage(0, 1, b"\x17\x01a"))
+    srv.send(m.UserControl.stream_eof(2))  # another stream id: not ours
+    srv.send(m.UserControl.stream_eof(1))
+    srv.send(m.VideoMessage(10, 1, b"\x27\x01b"))  # between publishers: not delivered
+    srv.send(m.UserControl.stream_begin(1))
+    srv.send(m.AudioMessage(20, 1, b"\xaf\x01c"))
+    s.receive_data(srv.data_to_send())
+    assert failures == []
+    assert rec.kinds() == ["started", "video", "stopped", "started", "audio"]
+
+
 def test_garbage_raises_remote_protocol_error():
     s, _, _ = _playing()
     bad = s._srv.writer.write(3, 0, 20, 0, b"\xff\xff\xff\xff")  # a command that is not AMF0
