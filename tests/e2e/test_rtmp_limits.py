@@ -198,3 +198,13 @@ def test_established_sessions_per_address(e2e):
     assert wait_until(room_again, 5)
     for s in [*held, over, other]:
         s.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_default_handshake_timeout(e2e):
+    srv = e2e.server()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    t0 = time.monotonic()
+    closed = _closed_within([s], 8.0)
+    took = time.monotonic() - t0
+    s.close()
+    assert closed == {0} and 4.0 <= took <= 6.5, f"closed={bool(closed)} after {took:.1f} s (handshake_timeout 5)"
