@@ -69,6 +69,7 @@ def test_over_limit_connections_on_an_ssl_listener_are_closed_at_once(e2e):
     assert len(closed) >= 280 - 2, f"only {len(closed)} of 280 over-limit connections closed in {took:.1f} s"
     assert len(flood) - len(closed) <= 20
     assert _open_fds(pid) <= baseline + 20 + 2
+    print(f"{len(closed)} over-limit TLS connections closed in {took:.2f} s")
     assert "max_connections" in srv.log_text()
     for s in flood:
         s.close()
@@ -171,6 +172,8 @@ def test_real_clients_from_the_flooding_address_still_play(e2e):
     assert opened > 300, opened
     assert most_open <= 16 + 8, most_open
     assert _metric(srv, "rtmp_pending_evicted_total") > 250
+    print(f"flood: {opened} half-open connections, at most {most_open} open at once (client side), "
+          f"{_metric(srv, 'rtmp_pending_evicted_total'):.0f} evicted")
     pub.wait_ok(timeout=20)
 
 
