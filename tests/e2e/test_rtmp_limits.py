@@ -33,15 +33,16 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _closed_within(socks: list[socket.socket], seconds: float) -> set[int]:
-    """Indexes of the sockets the server closed (EOF or reset) within ``seconds``."""
+def _closed_within(socks: list[socket.socket], seconds: float, enough: int | None = None) -> set[int]:
+    """Indexes of the sockets the server closed (EOF or reset) within ``seconds`` (or once ``enough`` were)."""
     sel = selectors.DefaultSelector()
     for i, s in enumerate(socks):
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, i)
     closed: set[int] = set()
     deadline = time.monotonic() + seconds
-    while len(closed) < len(socks) and time.monotonic() < deadline:
+    enough = len(socks) if enough is None else enough
+    while len(closed) < enough and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.1):
             try:
                 data = key.fileobj.recv(65536)
@@ -62,14 +63,24 @@ def test_over_limit_connections_on_an_ssl_listener_are_closed_at_once(e2e):
     # The harness's start-up probes have been counted out once a fresh connection is kept.
     assert wait_until(lambda: _open_fds(pid) < 40, 5)
     baseline = _open_fds(pid)
-    flood = [socket.create_connection(("127.0.0.1", srv.ssl_port), timeout=5) for _ in range(300)]
+    flood, reset_at_connect = [], 0
+    # The connects take a few seconds: 300 in a row overflow the listen backlog (50) now and
+    # then, and the kernel retries a dropped SYN after 1 s.  What counts is what is left after.
+    for _ in range(300):
+        try:
+            flood.append(socket.create_connection(("127.0.0.1", srv.ssl_port), timeout=5))
+        except ConnectionResetError:  # aborted before connect() returned: refused just the same
+            reset_at_connect += 1
     t0 = time.monotonic()
-    closed = _closed_within(flood, 5.0)
+    closed = _closed_within(flood, 5.0, enough=280 - reset_at_connect)
     took = time.monotonic() - t0
-    assert len(closed) >= 280 - 2, f"only {len(closed)} of 280 over-limit connections closed in {took:.1f} s"
+    kept = [sock for i, sock in enumerate(flood) if i not in closed]
+    assert not _closed_within(kept, 1.0), "connections within max_connections were closed"
+    assert len(closed) + reset_at_connect >= 280 - 2, (
+        f"only {len(closed) + reset_at_connect} of 280 over-limit connections closed in {took:.1f} s")
     assert len(flood) - len(closed) <= 20
     assert _open_fds(pid) <= baseline + 20 + 2
-    print(f"{len(closed)} over-limit TLS connections closed in {took:.2f} s")
+    print(f"{len(closed) + reset_at_connect} of 300 TLS connections closed, all within {took:.2f} s of the last connect")
     assert "max_connections" in srv.log_text()
     for s in flood:
         s.close()
@@ -122,7 +133,8 @@ class HalfOpenFlood:
                     self.opened += 1
                 except OSError:
                     pass
-                for key, _ in sel.select(timeout=self.interval):
+                time.sleep(self.interval)
+                for key, _ in sel.select(timeout=0):
                     try:
                         data = key.fileobj.recv(65536)
                     except (ConnectionResetError, BlockingIOError):
