@@ -223,3 +223,89 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_default_handshake_t
     took = time.monotonic() - t0
     s.close()
     assert closed == {0} and 4.0 <= took <= 6.5, f"closed={bool(closed)} after {took:.1f} s (handshake_timeout 5)"
+
+
+class NonReadingPlayer:
+    """A player that connects, plays, reads until media flows, then never reads again.
+
+    The RTMP client is our sans-IO codec over a socket with a small receive buffer (set before
+    connect, so the window stays small): a peer that stops reading, like a hung player.
+    """
+
+    def __init__(self, port: int, app: str, name: str):
+        from rtmpserver.codec import messages as m
+        from rtmpserver.codec.connection import RTMPConnection
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        client = RTMPConnection(server=False)
+        client.initiate()
+        steps = iter([
+            lambda: client.send_command("connect", 1.0, {"app": app, "tcUrl": f"rtmp://127.0.0.1:{port}/{app}"}),
+            lambda: client.send_command("createStream", 2.0, None),
+            lambda: client.send_command("play", 0.0, None, name, -2.0, stream_id=1),
+        ])
+        deadline = time.monotonic() + 10
+        media = 0
+        while media < 10 and time.monotonic() < deadline:
+            out = client.data_to_send()
+            if out:
+                self.sock.sendall(out)
+            data = self.sock.recv(65536)
+            assert data, "server closed the player during its start"
+            for msg in client.receive_data(data):
+                if isinstance(msg, m.CommandMessage) and msg.name == "_result":
+                    next(steps)()
+                elif isinstance(msg, (m.VideoMessage, m.AudioMessage)):
+                    media += 1
+            if client.handshake_complete and not getattr(self, "_started", False):
+                self._started = True
+                next(steps)()
+        assert media >= 10, "no media reached the player"
+        out = client.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+
+def _http_flv_non_reader(port: int, path: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert s.recv(1024).startswith(b"HTTP/1.1 200"), "HTTP-FLV request refused"
+    return s
+
+
+def test_players_that_take_no_bytes_are_closed_after_send_timeout(e2e):
+    """send_timeout = 3: an RTMP player and an HTTP-FLV viewer that stop reading while a 2 Mbit/s
+    stream flows are closed and counted; a normal player of the same stream keeps playing."""
+    srv = e2e.server({"limits": {"send_timeout": "3"}}, http={})
+    url = srv.url("live/stall")
+    pub = ClientProcess("publisher", [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "anoisesrc=r=44100",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-b:v", "2M",
+        "-pix_fmt", "yuv420p", "-x264-params", "nal-hrd=cbr", "-c:a", "aac", "-t", "25",
+        "-f", "flv", url], e2e.workdir)  # fmt: skip
+    e2e.clients.append(pub)
+    time.sleep(2.0)
+    player = e2e.play(url, seconds=12)
+    rtmp = NonReadingPlayer(srv.port, "live", "stall")
+    flv = _http_flv_non_reader(srv.http_port, "/live/stall.flv")
+    t0 = time.monotonic()
+    assert wait_until(lambda: _metric(srv, "rtmp_send_timeouts_total") >= 2, 20), (
+        f"stalled players not closed: {helpers.tail(srv.log_text(), 20)}")
+    took = time.monotonic() - t0
+    print(f"two non-reading players closed {took:.1f} s after they stopped reading (send_timeout 3 s)")
+    # What was queued can still be read, then the reset: the server aborted both connections.
+    assert _closed_within([rtmp.sock, flv], 5.0) == {0, 1}
+    rtmp.sock.close()
+    flv.close()
+    log = srv.log_text()
+    assert "nothing could be sent" in log and "took nothing for 3 s" in log
+    player.wait_ok(timeout=30)
+    check_media(player.out_path, size=(640, 360), min_video_frames=10 * FPS, context=e2e.context(pub, player))
+    pub.kill()
