@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # ffmpeg/ffprobe (end-to-end tests, bench), rtmpdump (a librtmp player for e2e tests), openssl
-# (test certificates) and nginx with libnginx-mod-rtmp (a foreign push target in
-# tests/e2e/test_relay_handler.py; the tests start it themselves) from Debian when missing.
+# (test certificates), nginx with libnginx-mod-rtmp (a foreign push target in
+# tests/e2e/test_relay_handler.py; the tests start it themselves) and GStreamer
+# (rtmpsrc/rtmp2src/rtmp2sink in tests/e2e/test_gstreamer.py) from Debian when missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
@@ -26,6 +27,8 @@ system-deps:
 	command -v rtmpdump >/dev/null 2>&1 || missing="$$missing rtmpdump"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing="$$missing libnginx-mod-rtmp"; \
+	command -v gst-launch-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools \
+	  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -55,6 +55,9 @@ class Limits:
     max_stream_name_length: int
     max_connections: int
     max_connections_per_ip: int
+    ping_timeout: float = 10.0
+    send_timeout: float = 15.0
+    max_pending_per_ip: int = 16
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class AppConfig:
     player_backlog_time: float
     write_merge_ms: float
     handler_timeout: float = 10.0
+    publish_notify: bool = False
     # "NAME.key = value" entries of the section, grouped by handler NAME (prefix removed). Each
     # handler factory validates its own (rtmpserver.apps); a NAME not in ``handlers`` is an error.
     handler_settings: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}), hash=False)
@@ -190,9 +194,9 @@ _SERVER_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 
 _LIMIT_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "handshake_timeout": (seconds(), "10"),
+    "handshake_timeout": (seconds(), "5"),
     "idle_timeout": (seconds(), "60"),
-    "ping_interval": (seconds(allow_zero=True), "30"),
+    "ping_interval": (seconds(allow_zero=True), "15"),
     "max_message_size": (size(1, _MAX_MESSAGE), "16777215"),
     "max_partial_bytes": (size(1, 2**40), "33554432"),
     # csids 2..65599 exist (RTMP 1.0 5.3.1.1), so at most 65598 can be mid-message at once.
@@ -203,7 +207,14 @@ _LIMIT_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     # An AMF0 string is at most 65535 bytes; a longer name could only come as a long string.
     "max_stream_name_length": (size(1, 65535), "256"),
     "max_connections": (integer(1, 10_000_000), "10000"),
-    "max_connections_per_ip": (integer(1, 10_000_000), "64"),
+    # Established sessions: carrier-grade NAT puts hundreds of real viewers behind one address.
+    "max_connections_per_ip": (integer(1, 10_000_000), "1000"),
+    # After a PingRequest (ping_interval), any byte must arrive within this or the peer is closed.
+    "ping_timeout": (seconds(), "10"),
+    # A connection whose transport stays full (the peer reads nothing) this long is closed.
+    "send_timeout": (seconds(), "15"),
+    # Connections from one address that have not finished the RTMP handshake; the oldest goes.
+    "max_pending_per_ip": (integer(1, 10_000_000), "16"),
 }
 
 _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -219,6 +230,9 @@ _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "write_merge_ms": (number("a number of milliseconds from 0 to 1000", 0.0, 1000.0), "0"),
     # A handler hook that neither proceeds nor rejects in this time fails closed (docs/plugins.md).
     "handler_timeout": (seconds(), "10"),
+    # NetStream.Play.PublishNotify/UnpublishNotify to players when the publisher comes and goes.
+    # Off by default (as in nginx-rtmp): librtmp closes its connection on UnpublishNotify.
+    "publish_notify": (boolean, "no"),
 }
 
 def _token(text: str) -> str:

@@ -24,7 +24,7 @@ from rtmpserver.hub import Hub
 from rtmpserver.interfaces import ITunnelTransport
 from rtmpserver.session import Session
 
-__all__ = ["RTMPServerProtocol", "RTMPServerFactory", "WriteMerger"]
+__all__ = ["RTMPServerProtocol", "RTMPServerFactory", "WriteMerger", "Refused"]
 
 # One event per session when it ends (peer, app, streams, role, bytes, duration, reason).
 _access_log = Logger(namespace="rtmpserver.access")
@@ -69,6 +69,18 @@ class WriteMerger:
         self._pending.clear()
 
 
+class Refused(protocol.Protocol):
+    """What ``buildProtocol`` returns for a connection over a limit: aborted as soon as it is made.
+
+    Returning None closes a plain TCP connection, but Twisted's TLS wrapper (``TLSMemoryBIOFactory``,
+    every ``ssl:`` listener) does not handle None: the socket stayed open, uncounted and without a
+    timeout.  A protocol that aborts its transport in ``connectionMade`` works under any wrapper.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
 @implementer(IPushProducer)
 class RTMPServerProtocol(protocol.Protocol):
     _log = Logger()
@@ -84,6 +96,7 @@ class RTMPServerProtocol(protocol.Protocol):
         self._lost = False
         self._merged: list[bytes] = []  # media held until the merger's tick
         self._merge_delay = 0.0
+        self._full_since: float | None = None  # when the transport was first seen full (send_timeout)
 
     @property
     def bytes_in(self) -> int:
@@ -220,20 +233,44 @@ class RTMPServerProtocol(protocol.Protocol):
             return
         if not s.handshake_complete:
             if now - self.connected_at >= limits.handshake_timeout:
+                self.factory.stats["handshake_timeouts"] += 1
                 self._timeout("handshake not completed in time")
             return
+        if self.paused:
+            # The peer reads nothing (the transport stays full): its frames are being dropped,
+            # so it only holds a slot and buffers.  Sampled once a second, like the other deadlines.
+            if self._full_since is None:
+                self._full_since = now
+            elif now - self._full_since >= limits.send_timeout:
+                self.factory.stats["send_timeouts"] += 1
+                self._timeout(f"nothing could be sent for {now - self._full_since:.0f} s")
+                return
+        else:
+            self._full_since = None
         idle = now - self.last_received
         if idle >= limits.idle_timeout:
+            self.factory.stats["idle_timeouts"] += 1
             self._timeout(f"nothing received for {idle:.0f} s")
             return
-        if limits.ping_interval and idle >= limits.ping_interval and now - s.last_ping_sent >= limits.ping_interval:
-            s.ping()
+        if limits.ping_interval:
+            if s.last_ping_sent > self.last_received:
+                # A PingRequest is unanswered: any byte (the PingResponse, an acknowledgement) counts.
+                if now - s.last_ping_sent >= limits.ping_timeout:
+                    self.factory.stats["idle_timeouts"] += 1
+                    self._timeout(f"no answer to a ping within {limits.ping_timeout:g} s")
+            elif idle >= limits.ping_interval:
+                s.ping()
 
     def _timeout(self, why: str) -> None:
         self._log.info("closing {peer}: {why}", peer=self.peer, why=why)
-        self.session.close_reason = why
+        if self.session is not None:
+            self.session.close_reason = why
         self._closing = True
         self.transport.abortConnection()
+
+    def handshaking(self) -> bool:
+        """Not yet through the RTMP handshake (and not already being closed)."""
+        return not self._closing and (self.session is None or not self.session.handshake_complete)
 
 
 class RTMPServerFactory(protocol.Factory):
@@ -260,7 +297,10 @@ class RTMPServerFactory(protocol.Factory):
         self.merger = WriteMerger(clock)
         self.connections: set[RTMPServerProtocol] = set()
         self.per_ip: dict[str, int] = {}
-        self.stats = {"connections_total": 0, "refused": 0, "protocol_errors": 0, "handshake_failures": 0}
+        # Per address: connections still in the RTMP handshake, oldest first (max_pending_per_ip).
+        self.pending: dict[str, dict[RTMPServerProtocol, None]] = {}
+        self.stats = {"connections_total": 0, "refused": 0, "protocol_errors": 0, "handshake_failures": 0,
+                      "handshake_timeouts": 0, "idle_timeouts": 0, "send_timeouts": 0, "pending_evicted": 0}
         # Per-app totals of sessions that have ended (live sessions are added at read time).
         self.app_totals: dict[str, dict[str, int]] = {}
         self.started = clock.seconds()
@@ -288,20 +328,39 @@ class RTMPServerFactory(protocol.Factory):
         host = getattr(addr, "host", "?")
         limits = self.config.limits
         if self.shutting_down:
-            return None
+            return Refused()
         if len(self.connections) >= limits.max_connections:
             self.stats["refused"] += 1
             self._log.warn("refusing {host}: {n} connections (max_connections)", host=host, n=len(self.connections))
-            return None
+            return Refused()
         if self.per_ip.get(host, 0) >= limits.max_connections_per_ip:
             self.stats["refused"] += 1
             self._log.warn("refusing {host}: max_connections_per_ip ({n}) reached", host=host, n=limits.max_connections_per_ip)
-            return None
+            return Refused()
+        self._bound_pending(host, limits.max_pending_per_ip)
         p = super().buildProtocol(addr)
         # Counted here, not in connectionMade, so a burst of accepts cannot overshoot the limits.
         self.per_ip[host] = self.per_ip.get(host, 0) + 1
         p._counted_host = host
+        self.pending.setdefault(host, {})[p] = None
         return p
+
+    def _bound_pending(self, host: str, limit: int) -> None:
+        """Make room for one more handshaking connection from ``host``: the oldest goes.
+
+        A half-open flood from one address then costs at most ``limit`` slots, and a real client
+        from the same address (its handshake takes one round trip) is never the oldest for long.
+        """
+        pending = self.pending.get(host)
+        if not pending:
+            return
+        for q in [q for q in pending if not q.handshaking()]:
+            del pending[q]
+        while len(pending) >= limit:
+            oldest = next(iter(pending))
+            del pending[oldest]
+            self.stats["pending_evicted"] += 1
+            oldest._timeout(f"more than {limit} connections from {host} in the handshake; closing the oldest")
 
     def connection_made(self, p: RTMPServerProtocol) -> None:
         self.connections.add(p)
@@ -310,6 +369,11 @@ class RTMPServerFactory(protocol.Factory):
     def connection_lost(self, p: RTMPServerProtocol) -> None:
         self.connections.discard(p)
         host = getattr(p, "_counted_host", None)
+        pending = self.pending.get(host)
+        if pending is not None:
+            pending.pop(p, None)
+            if not pending:
+                del self.pending[host]
         if host is not None:
             n = self.per_ip.get(host, 0) - 1
             if n > 0:

@@ -43,6 +43,9 @@ class LiveSink:
         self.receive_video = True
         self.paused = False
         self.need_key = True
+        # Audio may go ahead of the first keyframe only at a (re)start, until a video frame is
+        # skipped: a player there from the publisher's start then gets every message.
+        self._audio_free = False
         self.pub_base: int | None = None
         self.player_base = 0
         self.last_ts = 0
@@ -87,6 +90,7 @@ class LiveSink:
             if not self.receive_video:
                 return
             if self.need_key and not frame.header:
+                self._audio_free = False
                 if not frame.keyframe:
                     return
                 self.need_key = False
@@ -96,8 +100,10 @@ class LiveSink:
             if self.need_key and not frame.header:
                 if self.live.has_video and self.receive_video:
                     # Hold audio back until video (re)starts at a keyframe, so they start together.
-                    return
-                self.need_key = False
+                    if not self._audio_free:
+                        return
+                else:
+                    self.need_key = False
         self._send(frame)
 
     # -- delivery ---------------------------------------------------------------------------
@@ -107,6 +113,7 @@ class LiveSink:
         self.pub_base = None
         self.player_base = self.last_ts if self.frames_sent else 0
         self.need_key = True
+        self._audio_free = True
         self.backlog.clear()
         self.backlog_bytes = 0
         for frame in self.live.startup_frames():

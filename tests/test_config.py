@@ -77,10 +77,10 @@ def error_of(text: str, path: str = "etc/server.ini") -> str:
 
 def test_default_limits_are_the_documented_ones():
     assert config.default_limits() == Limits(
-        handshake_timeout=10.0, idle_timeout=60.0, ping_interval=30.0, max_message_size=16777215,
+        handshake_timeout=5.0, idle_timeout=60.0, ping_interval=15.0, max_message_size=16777215,
         max_partial_bytes=33554432, max_partial_csids=64, max_amf_depth=32,
         max_streams_per_connection=8, max_stream_name_length=256, max_connections=10000,
-        max_connections_per_ip=64,
+        max_connections_per_ip=1000, ping_timeout=10.0, send_timeout=15.0, max_pending_per_ip=16,
     )
 
 
@@ -251,9 +251,9 @@ peer_bandwidth = 2500000       ; SetPeerBandwidth we announce (limit type dynami
 access_log = yes               ; one access-log event per session
 
 [limits]
-handshake_timeout = 10         ; seconds to complete the handshake
+handshake_timeout = 5          ; seconds to complete the handshake
 idle_timeout = 60              ; seconds without any received byte before closing (players also get pings)
-ping_interval = 30             ; seconds between PingRequests to an idle-receiving peer; 0 = off
+ping_interval = 15             ; seconds of silence before a PingRequest; 0 = off
 max_message_size = 16777215    ; largest message accepted (bytes, 1..16777215)
 max_partial_bytes = 33554432   ; total bytes held in partial messages per connection
 max_partial_csids = 64         ; chunk stream ids with a message in flight per connection
@@ -261,7 +261,7 @@ max_amf_depth = 32             ; AMF nesting depth in commands
 max_streams_per_connection = 8 ; createStream per connection
 max_stream_name_length = 256   ; publish/play names (bytes)
 max_connections = 10000        ; total
-max_connections_per_ip = 64
+max_connections_per_ip = 1000
 
 [app:live]                     ; one section per application; the name after 'app:' is the app name in the URL
 handlers = live                ; handler chain (plugins issue); for now only 'live' exists
@@ -462,9 +462,9 @@ def test_ping_interval_must_be_below_idle_timeout():
 
 
 def test_cross_check_says_when_the_other_value_is_a_default():
-    assert error_of(with_value("idle_timeout", "20")) == (
-        "etc/server.ini: [limits] ping_interval: expected 0 or less than idle_timeout (20), "
-        "got 30 (the default)")
+    assert error_of(with_value("idle_timeout", "15")) == (
+        "etc/server.ini: [limits] ping_interval: expected 0 or less than idle_timeout (15), "
+        "got 15 (the default)")
 
 
 def test_partial_bytes_must_hold_one_message():

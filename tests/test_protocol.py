@@ -18,7 +18,8 @@ from rtmpserver import config as configmod
 from rtmpserver.codec import amf0
 from rtmpserver.codec import messages as m
 from rtmpserver.codec.connection import RTMPConnection
-from rtmpserver.protocol import RTMPServerFactory
+from rtmpserver.protocol import Refused, RTMPServerFactory
+from rtmpserver.session.streams import EOF_DELAY
 
 DATA = Path(__file__).parent / "data"
 
@@ -138,6 +139,11 @@ def statuses(msgs):
     return [x.arguments[0]["code"] for x in msgs if isinstance(x, m.CommandMessage) and x.name == "onStatus"]
 
 
+def stream_eofs(msgs):
+    """Stream ids of the StreamEOF user control events in ``msgs``."""
+    return [x.value for x in msgs if isinstance(x, m.UserControl) and x.event == m.UserControlEvent.STREAM_EOF]
+
+
 def media(msgs):
     return [x for x in msgs if isinstance(x, (m.AudioMessage, m.VideoMessage))]
 
@@ -239,7 +245,8 @@ def test_player_waiting_before_publisher_starts_at_first_keyframe(factory):
     assert av[-1].timestamp < 100
 
 
-def test_publisher_leaves_and_returns_players_stay_and_timestamps_stay_monotonic(factory):
+def test_publisher_leaves_and_returns_players_stay_and_timestamps_stay_monotonic():
+    factory = RTMPServerFactory(make_config(extra_app="publish_notify = yes"), Clock())
     pub = Peer(factory)
     sid, _ = pub.publish("s")
     player = Peer(factory)
@@ -251,6 +258,7 @@ def test_publisher_leaves_and_returns_players_stay_and_timestamps_stay_monotonic
     first = media(player.take())
     assert [x.timestamp for x in first] == [0, 0, 2000]
     pub.call("deleteStream", None, float(sid))
+    factory.clock.advance(EOF_DELAY)
     got = player.pump() and player.take()
     assert "NetStream.Play.UnpublishNotify" in statuses(got)
     # A new publisher whose clock starts again at 0.
@@ -383,11 +391,13 @@ def test_idle_peer_is_pinged_then_closed():
 def test_connections_per_ip_limit():
     f = RTMPServerFactory(make_config(extra_limits="max_connections_per_ip = 2"), Clock())
     a, b = Peer(f, "10.0.0.1"), Peer(f, "10.0.0.1")
-    assert a.proto is not None and b.proto is not None
-    assert Peer(f, "10.0.0.1").proto is None
-    assert Peer(f, "10.0.0.2").proto is not None
+    assert not isinstance(a.proto, Refused) and not isinstance(b.proto, Refused)
+    over = Peer(f, "10.0.0.1")
+    assert isinstance(over.proto, Refused) and over.transport.disconnecting  # aborted at once
+    assert f.stats["refused"] == 1
+    assert not isinstance(Peer(f, "10.0.0.2").proto, Refused)
     a.lose()
-    assert Peer(f, "10.0.0.1").proto is not None
+    assert not isinstance(Peer(f, "10.0.0.1").proto, Refused)
 
 
 def test_streams_per_connection_limit():
@@ -567,3 +577,195 @@ def test_replayed_librtmp_play_capture_gets_the_live_stream(factory):
     assert all(x.stream_id == 1 for x in av)
     # Its closing deleteStream detached the player from the stream.
     assert factory.hub.get("live", "cap").sinks == []
+
+
+# --- limits on every listener, stalled peers (safe-to-expose issue, sections 2 and 4) -------------
+
+
+def tls_wrapped(factory, tmp_path):
+    """``factory`` behind Twisted's TLS wrapper with our context, as an ``ssl:`` listener has it."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from rtmpserver import tls
+    from tests.test_tls import make_cert
+
+    key, cert = make_cert(tmp_path)
+    ctx = tls._ContextFactory(tls.server_context({"privateKey": key, "certKey": cert}))
+    return TLSMemoryBIOFactory(ctx, False, factory)
+
+
+def test_over_limit_connection_on_a_tls_listener_is_aborted_at_once(tmp_path):
+    f = RTMPServerFactory(make_config(extra_limits="max_connections = 2"), Clock())
+    wrapped = tls_wrapped(f, tmp_path)
+    kept = []
+    for port in range(3):
+        addr = IPv4Address("TCP", "10.0.0.1", 5000 + port)
+        p = wrapped.buildProtocol(addr)
+        t = StringTransport(peerAddress=addr)
+        p.makeConnection(t)
+        kept.append(t)
+    assert [t.disconnecting for t in kept] == [False, False, True]
+    assert f.stats["refused"] == 1 and len(f.connections) == 2
+
+
+def test_returning_none_under_tls_is_what_refused_replaces(tmp_path):
+    """The defect that ``Refused`` fixes: a None from buildProtocol breaks the TLS wrapper."""
+
+    class NoneFactory(RTMPServerFactory):
+        def buildProtocol(self, addr):
+            return None
+
+    wrapped = tls_wrapped(NoneFactory(make_config(), Clock()), tmp_path)
+    addr = IPv4Address("TCP", "10.0.0.1", 5000)
+    t = StringTransport(peerAddress=addr)
+    with pytest.raises(AttributeError):
+        wrapped.buildProtocol(addr).makeConnection(t)
+    assert not t.disconnecting
+
+
+def test_shutting_down_refuses_with_a_protocol_too():
+    f = RTMPServerFactory(make_config(), Clock())
+    f.shutdown()
+    p = Peer(f)
+    assert isinstance(p.proto, Refused) and p.transport.disconnecting
+
+
+def test_pending_connections_per_ip_evict_the_oldest_and_a_real_client_gets_in():
+    f = RTMPServerFactory(make_config(extra_limits="max_pending_per_ip = 3"), Clock())
+    f.startFactory()
+    flood = [Peer(f, "10.0.0.1") for _ in range(3)]  # connect and send nothing
+    assert not any(p.closed for p in flood)
+    more = Peer(f, "10.0.0.1")  # a fourth: the oldest pending one goes
+    assert flood[0].closed and not flood[1].closed and not more.closed
+    assert f.stats["pending_evicted"] == 1
+    flood[0].lose()
+    # A real client from the same address during the flood: handshake, connect, play.
+    real = Peer(f, "10.0.0.1")
+    assert flood[1].closed  # it made room
+    real.connect()
+    for _ in range(10):  # the flood goes on; the real client is handshaken, never evicted
+        Peer(f, "10.0.0.1")
+    assert not real.closed
+    sid = real.create_stream()
+    real.call("play", None, "cam", -2.0, stream_id=sid)
+    assert "NetStream.Play.Start" in statuses(real.take())
+    # Another address is not affected, and the pending table stays bounded.
+    other = Peer(f, "10.0.0.2")
+    assert not other.closed
+    assert len(f.pending["10.0.0.1"]) <= 3
+    f.stopFactory()
+
+
+def test_pending_table_is_emptied_when_connections_end():
+    f = RTMPServerFactory(make_config(), Clock())
+    a = Peer(f, "10.0.0.9")
+    assert list(f.pending) == ["10.0.0.9"]
+    a.lose()
+    assert f.pending == {}
+
+
+def test_defaults_close_a_silent_peer_within_30_s_and_keep_one_that_answers_pings():
+    f = RTMPServerFactory(make_config(), Clock())
+    f.startFactory()
+    silent, answering, handshake_only = Peer(f), Peer(f), Peer(f)
+    silent.connect()
+    answering.connect()
+    handshake_only.pump()
+    assert handshake_only.proto.session.handshake_complete
+    pings = 0
+    for second in range(1, 121):
+        f.clock.advance(1)
+        for msg in answering.take():
+            if isinstance(msg, m.UserControl) and msg.event == m.UserControlEvent.PING_REQUEST:
+                pings += 1
+                answering.client.send(m.UserControl.ping_response(msg.value))
+                answering.pump()
+        if second == 14:
+            assert not silent.closed and not handshake_only.closed
+        if second == 30:
+            assert silent.closed and handshake_only.closed
+    assert not answering.closed and pings >= 6
+    assert f.stats["idle_timeouts"] == 2
+    assert "ping" in silent.proto.session.close_reason
+    f.stopFactory()
+
+
+def test_silent_connection_is_closed_after_the_default_handshake_timeout():
+    f = RTMPServerFactory(make_config(), Clock())
+    f.startFactory()
+    p = Peer(f)
+    f.clock.advance(4)
+    assert not p.closed
+    f.clock.advance(1)
+    assert p.closed and f.stats["handshake_timeouts"] == 1
+    f.stopFactory()
+
+
+def test_player_that_takes_no_bytes_is_closed_after_send_timeout():
+    f = RTMPServerFactory(make_config(extra_limits="send_timeout = 15"), Clock())
+    f.startFactory()
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    stuck, slow = Peer(f), Peer(f)
+    stuck.play("s")
+    slow.play("s")
+    stuck.proto.pauseProducing()  # the transport is full and stays full
+    slow.proto.pauseProducing()
+    for second in range(20):
+        pub.send_media(sid, "v", second * 1000, key())
+        pub.send_media(sid, "v", second * 1000 + 40, inter())
+        if second == 10:
+            slow.proto.resumeProducing()  # drained: the peer reads, just slowly
+        if second == 11:
+            slow.proto.pauseProducing()
+        pub.pump()
+        f.clock.advance(1)
+        if second == 13:
+            assert not stuck.closed
+    assert stuck.closed and "nothing could be sent" in stuck.proto.session.close_reason
+    assert not slow.closed and not pub.closed
+    assert f.stats["send_timeouts"] == 1
+    f.stopFactory()
+
+
+def test_players_get_stream_eof_after_the_last_messages_and_no_notify_by_default(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    psid, _ = player.play("s")
+    pub.send_media(sid, "v", 0, AVC_SEQ)
+    pub.send_media(sid, "v", 0, key())
+    player.take()
+    player.proto.pauseProducing()  # the last messages wait in the player's backlog
+    pub.send_media(sid, "v", 40, inter())
+    pub.send_media(sid, "v", 80, inter())
+    pub.call("deleteStream", None, float(sid))
+    player.proto.resumeProducing()
+    got = player.take()
+    assert [x.timestamp for x in media(got)] == [40, 80] and stream_eofs(got) == []
+    factory.clock.advance(EOF_DELAY)
+    got = player.take()
+    assert stream_eofs(got) == [psid] and statuses(got) == []
+    # The next publisher: StreamBegin, no PublishNotify.
+    pub2 = Peer(factory)
+    pub2.publish("s")
+    got = player.take()
+    assert [x.value for x in got if isinstance(x, m.UserControl) and x.event == m.UserControlEvent.STREAM_BEGIN] == [psid]
+    assert statuses(got) == []
+
+
+def test_a_publisher_back_within_eof_delay_still_ends_the_previous_stream_first():
+    f = RTMPServerFactory(make_config(extra_app="publish_notify = yes"), Clock())
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    player = Peer(f)
+    psid, _ = player.play("s")
+    pub.call("deleteStream", None, float(sid))
+    pub2 = Peer(f)
+    pub2.publish("s")
+    got = player.take()
+    events = [(x.event, x.value) for x in got if isinstance(x, m.UserControl)]
+    assert events == [(m.UserControlEvent.STREAM_EOF, psid), (m.UserControlEvent.STREAM_BEGIN, psid)]
+    assert statuses(got) == ["NetStream.Play.UnpublishNotify", "NetStream.Play.PublishNotify"]
+    f.clock.advance(1)
+    assert stream_eofs(player.take()) == []  # not sent twice

@@ -218,3 +218,32 @@ def test_detach_leaves_the_stream_and_clears_the_backlog():
 
 def test_types_are_the_flv_tag_types():
     assert (AUDIO, VIDEO, DATA) == (8, 9, 18)
+
+
+def test_a_player_there_from_the_publishers_start_gets_audio_before_the_first_keyframe():
+    """FFmpeg often sends an AAC frame at 0 before the first video frame; nothing is skipped, so
+    it is delivered, with the publisher's own timestamps (every message arrives)."""
+    live = stream()
+    s = Sink(live)
+    live.add_sink(s)
+    live.start(Pub(), 0.0)
+    live.video(0, AVC_SEQ)
+    live.audio(0, AAC_SEQ)
+    live.audio(0, aac(1))
+    live.video(23, key())
+    live.audio(23, aac(2))
+    assert [(t, ts) for t, ts, _ in s.out] == [(VIDEO, 0), (AUDIO, 0), (AUDIO, 0), (VIDEO, 23), (AUDIO, 23)]
+
+
+def test_audio_waits_for_the_keyframe_once_video_has_been_skipped():
+    live = stream(gop_cache=False)
+    live.start(Pub(), 0.0)
+    live.video(0, AVC_SEQ)
+    live.video(0, key())
+    s = Sink(live)
+    live.add_sink(s)  # a late joiner without a GOP cache: video resumes at the next keyframe
+    live.video(40, inter())
+    live.audio(50, aac(1))
+    live.video(1000, key())
+    live.audio(1010, aac(2))
+    assert payloads(s) == [AVC_SEQ, key(), aac(2)]

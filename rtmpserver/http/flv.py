@@ -30,7 +30,8 @@ __all__ = ["FLVClient", "serve_flv"]
 class FLVClient(LiveSink):
     _log = Logger()
 
-    def __init__(self, request, live, app_config, registry: set, on_end=None) -> None:
+    def __init__(self, request, live, app_config, registry: set, on_end=None, *, clock=None,
+                 send_timeout: float = 0.0, on_stalled=None) -> None:
         peer = request.getClientAddress()
         super().__init__(live, live.name, app_config.player_backlog_bytes, app_config.player_backlog_time,
                          f"http:{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}")
@@ -42,6 +43,11 @@ class FLVClient(LiveSink):
         self._full = False
         self._done = False
         self._on_end = on_end  # called once with the reason when the response ends
+        # send_timeout: a viewer whose connection stays full this long is closed (on_stalled counts it).
+        self.clock = clock
+        self.send_timeout = send_timeout
+        self._on_stalled = on_stalled
+        self._stall_call = None
 
     # LiveSink
     def transport_full(self) -> bool:
@@ -69,14 +75,38 @@ class FLVClient(LiveSink):
     # IPushProducer
     def pauseProducing(self) -> None:
         self._full = True
+        if self._stall_call is None and self.send_timeout and self.clock is not None and not self._done:
+            self._stall_call = self.clock.callLater(self.send_timeout, self._stalled)
 
     def resumeProducing(self) -> None:
         self._full = False
+        self._cancel_stall()
         if self.backlog:
             self.flush()
 
     def stopProducing(self) -> None:
         self._full = True
+        self._cancel_stall()
+
+    def _cancel_stall(self) -> None:
+        if self._stall_call is not None:
+            if self._stall_call.active():
+                self._stall_call.cancel()
+            self._stall_call = None
+
+    def _stalled(self) -> None:
+        """The viewer took no bytes for send_timeout: its frames were all being dropped. Close it."""
+        self._stall_call = None
+        if self._done:
+            return
+        self._log.info("{peer}: HTTP-FLV viewer of {app}/{name} took nothing for {t:g} s; closing",
+                       peer=self.peer, app=self.live.app, name=self.name, t=self.send_timeout)
+        if self._on_stalled is not None:
+            self._on_stalled()
+        self._end(f"nothing could be sent for {self.send_timeout:g} s")
+        self.request.unregisterProducer()
+        # Not finish(): the closing chunk would wait behind everything the peer does not read.
+        self.request.transport.abortConnection()
 
     def start(self, now: float) -> None:
         self.started = now
@@ -95,6 +125,7 @@ class FLVClient(LiveSink):
 
     def _end(self, reason: str) -> None:
         self._done = True
+        self._cancel_stall()
         self.registry.discard(self)
         self.detach()
         on_end, self._on_end = self._on_end, None
@@ -144,7 +175,11 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
 
         request.setHeader(b"content-type", b"video/x-flv")
         request.setHeader(b"cache-control", b"no-cache")
-        FLVClient(request, live, app_config, registry, ended).start(factory.clock.seconds())
+        def stalled() -> None:
+            factory.stats["send_timeouts"] += 1
+
+        FLVClient(request, live, app_config, registry, ended, clock=factory.clock,
+                  send_timeout=factory.config.limits.send_timeout, on_stalled=stalled).start(factory.clock.seconds())
         return None
 
     return decide_play(factory, request, "http-flv", app, name, final)[1]

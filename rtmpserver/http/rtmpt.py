@@ -42,6 +42,7 @@ from twisted.web import server
 from zope.interface import implementer
 
 from rtmpserver.interfaces import ITunnelTransport
+from rtmpserver.protocol import Refused
 
 __all__ = ["RTMPTSessions", "TunnelTransport", "POLL_HOLD", "is_rtmpt_path"]
 
@@ -297,8 +298,8 @@ class RTMPTSessions:
 
     def _open(self, request):
         addr = request.getClientAddress()
-        protocol = self.factory.buildProtocol(addr)  # RTMP's limits: None when over them
-        if protocol is None:
+        protocol = self.factory.buildProtocol(addr)  # RTMP's limits: Refused when over them
+        if isinstance(protocol, Refused):
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"too many connections\n"

@@ -39,6 +39,7 @@ from rtmpserver.http.flv import serve_flv
 from rtmpserver.http.rtmpt import RTMPTSessions, is_rtmpt_path
 from rtmpserver.http.viewers import HLSViewers
 from rtmpserver.http.ws import is_upgrade, serve_ws_flv
+from rtmpserver.protocol import Refused
 
 __all__ = ["RootResource", "HTTPSite", "build_site", "access_log_line", "loopback_host_ok"]
 
@@ -413,11 +414,11 @@ class HTTPSite(server.Site):
         if len(self.connections) >= self.conf.max_connections:
             self._log.warn("http {name}: refusing {host}: {n} connections (max_connections)",
                            name=self.conf.name, host=host, n=len(self.connections))
-            return None
+            return Refused()  # not None: Twisted's TLS wrapper would keep the socket open
         if self.per_ip.get(host, 0) >= self.conf.max_connections_per_ip:
             self._log.warn("http {name}: refusing {host}: max_connections_per_ip ({n}) reached",
                            name=self.conf.name, host=host, n=self.conf.max_connections_per_ip)
-            return None
+            return Refused()
         return super().buildProtocol(addr)
 
     def _host(self, channel) -> str:

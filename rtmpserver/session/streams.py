@@ -19,7 +19,12 @@ from rtmpserver.sinks import LiveSink
 if TYPE_CHECKING:
     from rtmpserver.session.netconnection import Session
 
-__all__ = ["PublisherStream", "PlayerStream"]
+__all__ = ["PublisherStream", "PlayerStream", "EOF_DELAY"]
+
+# Seconds between the publisher leaving and StreamEOF to its players: the last messages may still
+# be queued (player backlog, merged writes) while the control message would go out at once, and
+# librtmp stops reading at the end of a stream, so it would lose them.
+EOF_DELAY = 0.25
 
 
 @implementer(IPublisher, IMonitoredClient)
@@ -59,6 +64,7 @@ class PlayerStream(LiveSink):
         self.args = args
         self.writer = session.conn.writer
         self.playing = False
+        self._eof_call = None  # the delayed StreamEOF after the publisher left (EOF_DELAY)
 
     # -- LiveSink -------------------------------------------------------------------------------
 
@@ -71,13 +77,26 @@ class PlayerStream(LiveSink):
         self.session.write_media(header, body)
 
     def on_started(self, republished: bool) -> None:
-        if republished:
+        if self._eof_call is not None:
+            self._eof_call.cancel()
+            self._stream_eof()  # the previous publisher's end still goes first
+        if republished and self.session.app_config.publish_notify:
             self.session.status(self.stream_id, "status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
         self.session.send_user_control(m.UserControl.stream_begin(self.stream_id))
 
     def on_stopped(self) -> None:
+        # StreamEOF after EOF_DELAY; Play.UnpublishNotify only with publish_notify = yes (librtmp,
+        # e.g. GStreamer's rtmpsrc, closes on it and drops what it has not read yet).
+        if self._eof_call is None:
+            self._eof_call = self.session.clock.callLater(EOF_DELAY, self._stream_eof)
+
+    def _stream_eof(self) -> None:
+        self._eof_call = None
+        if self.session.closed:
+            return
         self.session.send_user_control(m.UserControl.stream_eof(self.stream_id))
-        self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
+        if self.session.app_config.publish_notify:
+            self.session.status(self.stream_id, "status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
 
     # -- per-player commands ----------------------------------------------------------------------
 
@@ -113,6 +132,9 @@ class PlayerStream(LiveSink):
 
     def close(self) -> None:
         """The NetStream ends: leave the stream and hand our counters to the session's totals."""
+        if self._eof_call is not None:
+            self._eof_call.cancel()
+            self._eof_call = None
         self.detach()
         self.session.stats.add_player_counts(self.dropped, self.resyncs)
         self.dropped = self.resyncs = 0

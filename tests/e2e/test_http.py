@@ -448,7 +448,9 @@ def _check_stat(root: ET.Element, name: str) -> list[str]:
 
 
 def test_control_drop_publisher_ends_publisher_and_players(e2e):
-    srv = e2e.server(http={"control": "yes", "token": TOKEN})  # control always needs a token
+    # control always needs a token; publish_notify: FFmpeg ends its play on UnpublishNotify
+    # (without it, only at its -rw_timeout, as against nginx-rtmp's defaults).
+    srv = e2e.server({"app:live": {"publish_notify": "yes"}}, http={"control": "yes", "token": TOKEN})
     auth = {"Authorization": f"Bearer {TOKEN}"}
     name = "dropme"
     rtmp = srv.url(f"live/{name}")

@@ -121,7 +121,8 @@ def test_rtmpdump_plays_over_tls13(e2e):
     time.sleep(1.0)
     out = e2e.workdir / "rtmpdump.flv"
     proc = subprocess.run(
-        ["rtmpdump", "-r", srv.url("live/dump", tls=True), "--live", "--stop", "4", "-o", str(out)],
+        # -m 4: librtmp ends 4 s after the last byte (no UnpublishNotify by default, docs/handlers.md live)
+        ["rtmpdump", "-r", srv.url("live/dump", tls=True), "--live", "--stop", "4", "-m", "4", "-o", str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "handshake failed" not in proc.stderr, proc.stderr[-2000:]

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -14,7 +15,17 @@ from rtmpserver import config as configmod
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
-from tests.test_protocol import AAC_SEQ, Peer, aac, inter, key, media, statuses
+from rtmpserver.session.streams import EOF_DELAY
+from tests.test_protocol import (
+    AAC_SEQ,
+    Peer,
+    aac,
+    inter,
+    key,
+    media,
+    statuses,
+    stream_eofs,
+)
 
 TOKEN = "0123456789abcdef-token"
 
@@ -146,7 +157,8 @@ def test_control_drop_publisher_and_players_see_unpublish():
     assert body(req) == b"1"
     assert pub.closed
     pub.lose()
-    assert "NetStream.Play.UnpublishNotify" in statuses(player.take())
+    f.clock.advance(EOF_DELAY)
+    assert stream_eofs(player.take()) == [1]
 
 
 def test_control_redirect_subscriber():
@@ -283,3 +295,46 @@ def test_vendored_players_are_the_versions_the_browser_tests_install():
     assert f'"{wanted["hls.js"]}"'.encode() in (vendor / "hls.min.js").read_bytes()
     notes = (vendor / "README.txt").read_text()
     assert f"mpegts.js {wanted['mpegts.js']}" in notes and f"hls.js {wanted['hls.js']}" in notes
+
+
+def test_http_flv_viewer_that_takes_no_bytes_is_closed_after_send_timeout():
+    f, root = make()
+    pub, sid = live_stream(f)
+    req = get(root, "live/cam.flv")
+    req.transport = StringTransport()
+    client = next(iter(root.flv_clients))
+    client.pauseProducing()
+    f.clock.advance(10)
+    client.resumeProducing()  # it drained: the timer starts again
+    client.pauseProducing()
+    f.clock.advance(14)
+    assert not req.transport.disconnecting and root.flv_clients
+    f.clock.advance(1)
+    assert req.transport.disconnecting and not root.flv_clients  # aborted, slot freed
+    assert f.stats["send_timeouts"] == 1
+    assert f.hub.get("live", "cam").sinks == []
+
+
+def test_over_limit_http_connection_on_a_tls_listener_is_aborted_at_once(tmp_path):
+    """HTTPS listeners too: the site refuses with a protocol (a None breaks the TLS wrapper)."""
+    from twisted.internet.address import IPv4Address
+
+    from rtmpserver.http.site import build_site
+    from rtmpserver.protocol import Refused
+    from tests.test_protocol import tls_wrapped
+
+    class TCPTransport(StringTransport):
+        def setTcpNoDelay(self, enabled):
+            pass
+
+    f, _ = make("max_connections = 1")
+    site = build_site(f, f.config.http["main"])
+    wrapped = tls_wrapped(site, tmp_path)
+    transports = []
+    for port in (5000, 5001):
+        addr = IPv4Address("TCP", "10.0.0.1", port)
+        t = TCPTransport(peerAddress=addr)
+        wrapped.buildProtocol(addr).makeConnection(t)
+        transports.append(t)
+    assert [t.disconnecting for t in transports] == [False, True]
+    assert isinstance(site.buildProtocol(IPv4Address("TCP", "10.0.0.2", 5002)), Refused)

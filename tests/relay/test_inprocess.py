@@ -16,6 +16,7 @@ from rtmpserver.relay.client import PLAY, PUBLISH
 from rtmpserver.relay.pull import PullSource
 from rtmpserver.relay.push import PushSink
 from rtmpserver.relay.url import parse_url
+from rtmpserver.session.streams import EOF_DELAY
 from tests.relay.helpers import AAC_SEQ, AVC_SEQ, METADATA, Recorder, media
 from tests.relay.loop import LoopEndpoint
 
@@ -85,6 +86,8 @@ def test_push_then_pull_delivers_every_frame_and_timestamp():
 
     # The local publisher goes away and the relays are stopped: the origin stream ends, the player is told.
     push.stop()
+    ep.flush()
+    clock.advance(EOF_DELAY)  # StreamEOF follows the publisher's end (rtmpserver.session.streams)
     ep.flush()
     assert push.state == rm.STOPPED
     origin = f.hub.get("live", "cam")
@@ -187,9 +190,11 @@ def test_origin_unpublish_and_republish_stop_and_restart_the_local_stream():
     assert edge.get("live", "cam").publisher is source
     push.stop()  # the origin's publisher leaves
     ep.flush()
+    clock.advance(EOF_DELAY)
+    ep.flush()
     assert pull.state == rm.PLAYING  # the play connection stays
     assert edge.get("live", "cam") is None or not edge.get("live", "cam").active
-    push.start()  # and comes back: Play.PublishNotify
+    push.start()  # and comes back: StreamBegin
     ep.flush()
     live = edge.get("live", "cam")
     assert live is not None and live.publisher is source and source.starts == 2

@@ -11,7 +11,17 @@ from rtmpserver.codec import messages as m
 from rtmpserver.interfaces import IMonitoredClient, IPlayerStream, IPublisher
 from rtmpserver.protocol import RTMPServerFactory
 from rtmpserver.session import PlayerStream, PublisherStream, Session, State
-from tests.test_protocol import AVC_SEQ, Peer, inter, key, make_config, media, statuses
+from rtmpserver.session.streams import EOF_DELAY
+from tests.test_protocol import (
+    AVC_SEQ,
+    Peer,
+    inter,
+    key,
+    make_config,
+    media,
+    statuses,
+    stream_eofs,
+)
 
 
 @pytest.fixture
@@ -65,10 +75,13 @@ def test_close_stream_unpublishes_a_publisher(factory):
     pub = Peer(factory)
     sid, _ = pub.publish("s")
     player = Peer(factory)
-    player.play("s")
+    psid, _ = player.play("s")
     pub.call("closeStream", None, stream_id=sid)
     assert "NetStream.Unpublish.Success" in statuses(pub.take())
-    assert "NetStream.Play.UnpublishNotify" in statuses(player.take())
+    factory.clock.advance(EOF_DELAY)
+    got = player.take()
+    assert stream_eofs(got) == [psid]
+    assert "NetStream.Play.UnpublishNotify" not in statuses(got)  # publish_notify = no (default)
     assert not factory.hub.get("live", "s").active
 
 
