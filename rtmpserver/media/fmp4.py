@@ -274,7 +274,7 @@ class FMP4Muxer:
             profile, level, tier = record[1] >> 5, record[1] & 0x1F, record[2] >> 7
             depth = 12 if record[2] & 0x20 else 10 if record[2] & 0x40 else 8
             name = f"av01.{profile}.{level:02d}{'H' if tier else 'M'}.{depth:02d}"
-        if self.tracks is not None and (codec != self.video_codec or record != self.video_config):
+        if self.tracks is not None and VIDEO_TRACK in self.tracks and (codec != self.video_codec or record != self.video_config):
             # The init segment is frozen; a new configuration needs a discontinuity first.
             raise FLVError("video: decoder configuration changed within a stream")
         self.video_codec = codec
@@ -295,7 +295,7 @@ class FMP4Muxer:
         body = bytes(memoryview(payload)[info.header_size :])
         if info.is_sequence_header:
             config = parse_audio_specific_config(body)
-            if self.tracks is not None and body != self.audio_config:
+            if self.tracks is not None and AUDIO_TRACK in self.tracks and body != self.audio_config:
                 raise FLVError("audio: AudioSpecificConfig changed within a stream")
             self.audio_config = body
             self.audio_rate = config.extension_sample_rate or config.sample_rate
