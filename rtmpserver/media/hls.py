@@ -591,7 +591,9 @@ class HLSSegmenter:
             return True
         if self.ended or sequence < self._next_sequence:
             return None
-        return sequence == self._next_sequence and self._open is not None and index == len(self._open.parts)
+        if sequence == self._next_sequence and self._open is not None and index == len(self._open.parts):
+            return False
+        return None
 
     def playlist(self, suffix: str = "", parts: bool = True) -> str:
         """The media playlist (RFC 8216 4.3); without segments it only has its header.
