@@ -282,3 +282,40 @@ def test_ffmpeg_decodes_init_plus_fragments_of_a_real_capture(tmp_path):
     dec = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert dec.returncode == 0 and dec.stderr == "", dec.stderr
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["key", "inter", "audio", "gap"]), st.integers(1, 120)), min_size=1, max_size=120),
+       st.sampled_from([None, 0.2, 0.5]))  # fmt: skip
+def test_segmenter_fmp4_parts_make_whole_parseable_segments(events, part):
+    seg = HLSSegmenter("s", 1.0, 50, fmt="fmp4", part=part)
+    seg.feed(9, 0, avc_header())
+    seg.feed(8, 0, AAC_HEADER)
+    t = 0
+    for kind, step in events:
+        t += step
+        if kind == "key":
+            seg.feed(9, t, avc_frame(True, [IDR + bytes(step)]))
+        elif kind == "inter":
+            seg.feed(9, t, avc_frame(False, [SLICE + bytes(step % 7)]))
+        elif kind == "audio":
+            seg.feed(8, t, aac_frame(bytes(step)))
+        else:
+            t += 1000
+    seg.end()
+    for s in seg.segments:
+        # A segment is whole fragments, back to back, each moof + mdat with samples inside it.
+        kinds = [k for k, _, _ in boxes(s.data)]
+        assert kinds == [b"moof", b"mdat"] * (len(kinds) // 2) and kinds
+        if part is not None:
+            assert len(s.parts) == len(kinds) // 2
+            assert sum(p.size for p in s.parts) == len(s.data)
+            assert sum(p.duration_ms for p in s.parts) == s.duration_ms
+            for i, p in enumerate(s.parts):
+                assert bytes(seg.part(s.sequence, i)) == s.data[p.offset : p.offset + p.size]
+                parse_fragment(bytes(seg.part(s.sequence, i)))
+                # Parts are cut between frames, before the previous frame interval would take them
+                # past the target: only a longer interval (at most 120 ms here) or a gap in the
+                # stream (> 1 s) makes one longer.
+                assert p.duration_ms <= round(part * 1000) + 120 or p.duration_ms > 1000
+        assert seg.init_segment(s.map_id)[4:8] == b"ftyp"
