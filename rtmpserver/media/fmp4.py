@@ -201,6 +201,7 @@ class FMP4Muxer:
         self.video_config: bytes | None = None
         self.audio_config: bytes | None = None
         self.audio_rate = 0
+        self.audio_frame = _AAC_FRAME
         self.audio_channels = 0
         self.size: tuple[int, int] | None = None
         self.tracks: tuple[int, ...] | None = None  # frozen by init_segment()
@@ -299,6 +300,8 @@ class FMP4Muxer:
                 raise FLVError("audio: AudioSpecificConfig changed within a stream")
             self.audio_config = body
             self.audio_rate = config.extension_sample_rate or config.sample_rate
+            # With SBR signalled, a frame is 2048 samples at the output rate (14496-3 4.6.18).
+            self.audio_frame = 2 * _AAC_FRAME if config.sbr and config.extension_sample_rate else _AAC_FRAME
             self.audio_channels = config.channel_config or 2
             self.audio_name = f"mp4a.40.{config.object_type}"
             return None
@@ -426,7 +429,7 @@ class FMP4Muxer:
             if i < last:
                 duration = samples[i + 1].dts - s.dts
             elif track == AUDIO_TRACK:
-                duration = _AAC_FRAME
+                duration = self.audio_frame
             else:
                 duration = end_ms * 90 - s.dts if end_ms is not None else 0
                 if duration <= 0:

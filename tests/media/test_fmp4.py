@@ -324,3 +324,15 @@ def test_segmenter_fmp4_parts_make_whole_parseable_segments(events, part):
                 last = s is seg.segments[-1] and i == len(s.parts) - 1
                 assert p.duration_ms <= round(part * 1000) + longest or last
         assert seg.init_segment(s.map_id)[4:8] == b"ftyp"
+
+
+def test_he_aac_runs_at_the_output_rate_with_2048_sample_frames():
+    mux = FMP4Muxer(has_video=False)
+    mux.audio(0, b"\xaf\x00" + bytes.fromhex("2b1188"))  # explicit SBR: 24 kHz core, 48 kHz out
+    assert (mux.audio_rate, mux.audio_frame) == (48000, 2048)
+    init = mux.init_segment()
+    entry = boxes(find(init, b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"), 8)[0][1]
+    assert struct.unpack_from(">I", entry, 24)[0] >> 16 == 48000
+    samples = [mux.audio(t, aac_frame(b"x" * 9)) for t in (0, 43, 85)]
+    got = parse_fragment(mux.pack(samples, None))[AUDIO_TRACK]
+    assert [(d, dur) for d, dur, *_ in got] == [(0, 2064), (2064, 2016), (4080, 2048)]
