@@ -419,10 +419,17 @@ class _Watch:
         seg.listeners.append(self.changed)
 
     def changed(self) -> None:
+        # Called from the segmenter, on the publisher's media path: an answer that fails is
+        # logged and that request ends, the stream goes on.
         for entry in list(self.waiting):
             state = entry.check()
             if state is not False and entry.release():
-                entry.respond(state)
+                try:
+                    entry.respond(state)
+                except Exception:
+                    HLSViewers._log.failure("answering a held LL-HLS request failed")
+                    if not entry.request.finished:
+                        entry.request.loseConnection()
 
     def close(self) -> None:
         if self.changed in self.seg.listeners:

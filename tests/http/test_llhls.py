@@ -238,3 +238,22 @@ def test_unsafe_names_stay_in_memory(tmp_path):
 def test_bad_settings_stop_startup(settings, message):
     with pytest.raises(ConfigError, match=message):
         make(**settings)
+
+
+def test_a_failing_answer_does_not_reach_the_publisher(monkeypatch):
+    f, root = make()
+    pub = Publisher(f)
+    pub.until(2100)
+    body(get(root, "hls/live/cam.m3u8"))
+    seg = root.hls.segmenter("live", "cam")
+    req = get(root, "hls/live/cam.m3u8", {"_HLS_msn": str(seg.next_sequence + 1)})
+    lost = []
+    req.loseConnection = lambda: lost.append(True)
+
+    def broken(*_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(root.hls_viewers, "_write_playlist", broken)
+    pub.until(5000)  # the segment appears; answering fails; media goes on
+    assert lost == [True] and seg.next_sequence >= 3
+    assert root.hls_viewers.blocked_by_app["live"] == 0
