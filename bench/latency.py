@@ -1,7 +1,7 @@
-"""Glass-to-glass latency of each delivery: RTMP, HTTP-FLV, HLS and LL-HLS.
+"""Glass-to-glass latency of each delivery: RTMP, HTTP-FLV, WebSocket-FLV, HLS and LL-HLS.
 
-    .venv/bin/python bench/latency.py [--seconds 15] [--warmup 8] [--only rtmp,httpflv,hls,llhls]
-                                      [--json FILE]
+    .venv/bin/python bench/latency.py [--seconds 15] [--warmup 8]
+                                      [--only rtmp,httpflv,httpflv-browser,hls,llhls[,wsflv]] [--json FILE]
 
 One rtmpserver (twistd) with ``[app:live] handlers = hls, live`` (HLS defaults: MPEG-TS,
 ``hls.fragment = 2``) and ``[app:ll] handlers = hls, live`` with ``hls.format = fmp4``,
@@ -13,6 +13,9 @@ burned into the picture as a barcode.  The player reads the barcode of every pic
 
 - RTMP and HTTP-FLV: FFmpeg as the player (``-fflags nobuffer -flags low_delay``), time = when
   the decoded picture comes out of FFmpeg;
+- HTTP-FLV (``httpflv-browser``) and WebSocket-FLV (``wsflv``, ``ws://.../APP/STREAM.flv``, needs
+  a server with WebSocket-FLV): mpegts.js in headless Chromium with its low-latency settings
+  (``enableStashBuffer: false``, ``liveBufferLatencyChasing: true``);
 - HLS and LL-HLS: hls.js (tests/e2e/browser, default settings; ``lowLatencyMode`` for LL-HLS) in
   headless Chromium, time = the presentation time ``requestVideoFrameCallback`` reports.
 
@@ -44,7 +47,7 @@ sys.path.insert(0, ROOT)
 from tests.e2e.barcode import BarcodePublisher, FFmpegReader  # noqa: E402
 from tests.e2e.test_browser import Chromium, PageServer  # noqa: E402
 
-DELIVERIES = ("rtmp", "httpflv", "hls", "llhls")
+DELIVERIES = ("rtmp", "httpflv", "httpflv-browser", "hls", "llhls")
 
 
 def free_port() -> int:
@@ -130,23 +133,27 @@ def measure_ffmpeg(url: str, rtmp_url: str, warmup: float, seconds: float, workd
     return {"player": "ffmpeg", **summarize(window(reader.shown, pub, warmup, seconds)), "frames": len(reader.shown)}
 
 
-def measure_browser(playlist: str, rtmp_url: str, low_latency: bool, warmup: float, seconds: float, workdir: str) -> dict:
+def measure_browser(url: str, rtmp_url: str, low_latency: bool, warmup: float, seconds: float, workdir: str,
+                    player: str = "hlsjs") -> dict:  # fmt: skip
     pub = BarcodePublisher(rtmp_url, warmup + seconds + 40)
     page = PageServer()
     browser = None
     try:
-        # hls.js joins a live playlist a few segments back: let them exist first.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(playlist, timeout=5) as r:
-                    if r.read().decode().count("#EXTINF") >= 3:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        query = urllib.parse.urlencode({"url": playlist, "lowlatency": int(low_latency), "seconds": warmup + seconds,
-                                        "limit": warmup + seconds + 30})  # fmt: skip
+        if player == "hlsjs":
+            # hls.js joins a live playlist a few segments back: let them exist first.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        if r.read().decode().count("#EXTINF") >= 3:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+        else:
+            time.sleep(1.5)  # the stream exists (HTTP-FLV answers 404 before)
+        query = urllib.parse.urlencode({"url": url, "lowlatency": int(low_latency), "seconds": warmup + seconds,
+                                        "limit": warmup + seconds + 30, "player": player})  # fmt: skip
         browser = Chromium(page.url(f"latency.html?{query}"), __import__("pathlib").Path(workdir))
         page.received.wait(timeout=warmup + seconds + 45)
     finally:
@@ -157,7 +164,10 @@ def measure_browser(playlist: str, rtmp_url: str, low_latency: bool, warmup: flo
     report = page.report or {}
     samples = [(int(n), float(t)) for n, t in report.get("samples", [])]
     fatal = [e for e in report.get("errors", []) if not isinstance(e, dict) or e.get("fatal")]
-    return {"player": "hls.js " + str(report.get("hlsjs")) + (" lowLatencyMode" if low_latency else ""),
+    name = f"hls.js {report.get('hlsjs')}" + (" lowLatencyMode" if low_latency else "")
+    if player == "mpegts":
+        name = f"mpegts.js {report.get('mpegtsjs')}"
+    return {"player": name,
             **summarize(window(samples, pub, warmup, seconds)), "frames": len(samples),
             "fatal_errors": fatal, "parts_loaded": report.get("partsLoaded"),
             "hlsjs_latency_s": report.get("hlsLatency", [])[-1:]}  # fmt: skip
@@ -182,16 +192,21 @@ def main(argv=None) -> int:
                 r = measure_ffmpeg(rtmp_url, rtmp_url, args.warmup, args.seconds, workdir)
             elif what == "httpflv":
                 r = measure_ffmpeg(f"http://127.0.0.1:{server.http}/{app}/{name}.flv", rtmp_url, args.warmup, args.seconds, workdir)
+            elif what in ("httpflv-browser", "wsflv"):
+                scheme = "ws" if what == "wsflv" else "http"
+                url = f"{scheme}://127.0.0.1:{server.http}/{app}/{name}.flv"
+                r = measure_browser(url, rtmp_url, False, args.warmup, args.seconds, workdir, player="mpegts")
             elif what in ("hls", "llhls"):
                 playlist = f"http://127.0.0.1:{server.http}/hls/{app}/{name}.m3u8"
                 r = measure_browser(playlist, rtmp_url, what == "llhls", args.warmup, args.seconds, workdir)
             else:
-                raise SystemExit(f"unknown delivery {what!r}; one of {', '.join(DELIVERIES)}")
+                raise SystemExit(f"unknown delivery {what!r}; one of {', '.join(DELIVERIES)}, wsflv")
             results[what] = r
             print(f"{what}: {r}", file=sys.stderr, flush=True)
     finally:
         server.stop()
-    labels = {"rtmp": "RTMP", "httpflv": "HTTP-FLV", "hls": "HLS (MPEG-TS, 2 s segments)",
+    labels = {"rtmp": "RTMP", "httpflv": "HTTP-FLV", "httpflv-browser": "HTTP-FLV", "wsflv": "WebSocket-FLV",
+              "hls": "HLS (MPEG-TS, 2 s segments)",
               "llhls": "LL-HLS (fMP4, 0.5 s parts)"}  # fmt: skip
     print("| delivery | player | median ms | p10 ms | p90 ms | frames |")
     print("|---|---|---|---|---|---|")
