@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, part: float = 0.5) -> None:
         self.dir = workdir
         self.rtmp = free_port()
         self.http = free_port()
@@ -66,7 +66,7 @@ class Server:
             f.write(
                 f"[server]\nlisten = tcp:{self.rtmp}:interface=127.0.0.1\n"
                 "[app:live]\nhandlers = hls, live\n"
-                "[app:ll]\nhandlers = hls, live\nhls.format = fmp4\nhls.low_latency = yes\n"
+                f"[app:ll]\nhandlers = hls, live\nhls.format = fmp4\nhls.low_latency = yes\nhls.part = {part}\n"
                 f"[http:main]\nlisten = tcp:{self.http}:interface=127.0.0.1\n"
             )
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -178,10 +178,11 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=8.0)
     p.add_argument("--only", default=",".join(DELIVERIES))
+    p.add_argument("--part", type=float, default=0.5, help="hls.part of the LL-HLS app")
     p.add_argument("--json")
     args = p.parse_args(argv)
     workdir = tempfile.mkdtemp(prefix="latency-")
-    server = Server(workdir)
+    server = Server(workdir, args.part)
     results = {}
     try:
         for i, what in enumerate(args.only.split(",")):
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
         server.stop()
     labels = {"rtmp": "RTMP", "httpflv": "HTTP-FLV", "httpflv-browser": "HTTP-FLV", "wsflv": "WebSocket-FLV",
               "hls": "HLS (MPEG-TS, 2 s segments)",
-              "llhls": "LL-HLS (fMP4, 0.5 s parts)"}  # fmt: skip
+              "llhls": f"LL-HLS (fMP4, {args.part:g} s parts)"}  # fmt: skip
     print("| delivery | player | median ms | p10 ms | p90 ms | frames |")
     print("|---|---|---|---|---|---|")
     for what, r in results.items():
