@@ -39,12 +39,20 @@ def decode_band(gray: bytes) -> int:
     return sum(1 << i for i in range(BITS) if gray[row + i * BLOCK + BLOCK // 2] > 128)
 
 
-def publish_command(ffmpeg: str, url: str, gop: int = FPS) -> list[str]:
+# Video encoders: x264 without lookahead or B-frames; SVT-AV1 at its fastest preset (FFmpeg 9 from
+# imageio-ffmpeg publishes AV1 over Enhanced RTMP).
+ENCODERS = {
+    "h264": ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(FPS)],
+    "av1": ["-c:v", "libsvtav1", "-preset", "12", "-svtav1-params", f"keyint={FPS}"],
+}
+
+
+def publish_command(ffmpeg: str, url: str, codec: str = "h264") -> list[str]:
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
         "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "pipe:0",
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(gop), "-pix_fmt", "yuv420p",
+        *ENCODERS[codec], "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "64k", "-shortest",
         "-rw_timeout", "10000000", "-f", "flv", url,
     ]  # fmt: skip
@@ -53,10 +61,11 @@ def publish_command(ffmpeg: str, url: str, gop: int = FPS) -> list[str]:
 class BarcodePublisher:
     """Feeds numbered frames to an FFmpeg publisher at ``FPS`` for ``seconds``; ``sent[n]`` = time.time()."""
 
-    def __init__(self, url: str, seconds: float, ffmpeg: str = "ffmpeg", stderr=subprocess.DEVNULL) -> None:
+    def __init__(self, url: str, seconds: float, ffmpeg: str = "ffmpeg", stderr=subprocess.DEVNULL,
+                 codec: str = "h264") -> None:  # fmt: skip
         self.sent: dict[int, float] = {}
         self.seconds = seconds
-        self.proc = subprocess.Popen(publish_command(ffmpeg, url), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(publish_command(ffmpeg, url, codec), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=stderr)  # fmt: skip
         self.error: BaseException | None = None
         self._stop = threading.Event()
