@@ -274,6 +274,8 @@ class IHLSProvider(Interface):
     def segmenter(app, name):
         """The ``rtmpserver.media.hls.HLSSegmenter`` of live stream ``app/name``, or None."""
 
+    max_blocked = Attribute("How many LL-HLS blocking requests (rfc8216bis 6.2.5.2) the site may hold for the app")
+
 
 class IMonitoredHandler(Interface):
     """Optional for a handler: things it runs that monitoring shows (relays, supervised processes).

@@ -24,6 +24,11 @@ class HLSRoutes:
         provider = self.providers.get(app)
         return provider.segmenter(app, name) if provider is not None else None
 
+    def max_blocked(self, app: str) -> int:
+        """How many LL-HLS blocking requests may be held for ``app`` (0 without a provider)."""
+        provider = self.providers.get(app)
+        return provider.max_blocked if provider is not None else 0
+
 
 def hls_routes(chains: Mapping[str, Any]) -> HLSRoutes | None:
     """The routes for every app whose chain has an ``IHLSProvider``; None when no app has one."""

@@ -14,6 +14,21 @@ Storage is the caller's choice: segments are kept in memory as bytes by default 
 and ``on_segment_added(seq, data)`` / ``on_playlist_changed(text)`` / ``on_segment_removed(seq)``
 are called in that order, which is the order a directory writer needs (segment file before the
 playlist that names it, deletion only after the playlist stopped naming it for a while).
+
+``fmt="fmp4"`` makes fragmented MP4 (CMAF) segments with an init segment named by EXT-X-MAP
+(RFC 8216 4.3.2.5; ``rtmpserver.media.fmp4``) instead of MPEG-TS; it carries HEVC and AV1 from
+Enhanced RTMP as well as H.264, with AAC.  A new publisher gets a new init segment after the
+discontinuity.
+
+``part=<seconds>`` turns on Low-Latency HLS (draft-pantos-hls-rfc8216bis, 4.4.3.7 EXT-X-PART-INF,
+4.4.3.8 EXT-X-SERVER-CONTROL, 4.4.4.9 EXT-X-PART, 4.4.5.3 EXT-X-PRELOAD-HINT, 6.2.5.2 blocking
+playlist reload): each segment is built from partial segments of at most ``part`` seconds, cut
+at frame boundaries, listed as soon as they are complete; the playlist lists the parts of the
+last three target durations and hints the next one.  ``ready(msn, part)`` tells an HTTP layer
+holding a blocking request whether the playlist now has what was asked for; ``listeners``
+(callables without arguments) hear every change of the playlist, part by part.  The text given
+to ``on_playlist_changed`` stays a classic playlist (no parts): a directory served by a plain
+web server cannot answer blocking requests.
 """
 
 from __future__ import annotations
@@ -23,9 +38,18 @@ from typing import NamedTuple
 
 from rtmpserver.errors import FLVError, LocalProtocolError
 from rtmpserver.media.flv import audio_info, video_info
+from rtmpserver.media.fmp4 import FMP4Muxer
 from rtmpserver.media.ts import TSMuxer
 
-__all__ = ["TYPE_AUDIO", "TYPE_VIDEO", "Segment", "HLSSegmenter"]
+__all__ = ["TYPE_AUDIO", "TYPE_VIDEO", "FORMATS", "Segment", "Part", "HLSSegmenter"]
+
+FORMATS = ("ts", "fmp4")
+# Parts are listed for the segments of the last this many target durations (rfc8216bis 4.4.4.9
+# lets a server drop them once they are older than three target durations).
+_PART_WINDOW = 3
+# URIs in the cached playlist end with this marker; each request replaces it by its own query
+# (a viewer token), or by nothing.
+URI_END = "\x00"
 
 TYPE_AUDIO = 8
 TYPE_VIDEO = 9
@@ -37,6 +61,15 @@ _HOLD_BYTES = 1 << 20
 _HOLD_FRAMES = 256
 
 
+class Part(NamedTuple):
+    """A partial segment of a finished segment: where its bytes are in the segment's data."""
+
+    offset: int
+    size: int
+    duration_ms: int
+    independent: bool
+
+
 class Segment(NamedTuple):
     """One finished segment; ``data`` is None when the segmenter does not keep bytes."""
 
@@ -45,6 +78,8 @@ class Segment(NamedTuple):
     discontinuity: bool
     data: bytes | None
     size: int
+    parts: tuple = ()  # Part, when low latency is on
+    map_id: int = 0  # the init segment (fMP4) it needs
 
     @property
     def duration(self) -> float:
@@ -83,14 +118,18 @@ class _Unwrapper:
 class _Open:
     """The segment being built."""
 
-    __slots__ = ("start", "last", "parts", "size", "discontinuity")
+    __slots__ = ("start", "last", "parts", "pending", "size", "discontinuity", "part_start", "independent", "map_id")
 
-    def __init__(self, start: int, discontinuity: bool) -> None:
+    def __init__(self, start: int, discontinuity: bool, map_id: int) -> None:
         self.start = start
         self.last = start
-        self.parts: list[bytes] = []
+        self.parts: list[tuple[bytes, int, bool]] = []  # finished parts: (data, duration_ms, independent)
+        self.pending: list = []  # muxer output of the part being built
         self.size = 0
         self.discontinuity = discontinuity
+        self.part_start = start
+        self.independent = True
+        self.map_id = map_id
 
 
 class HLSSegmenter:
@@ -126,6 +165,8 @@ class HLSSegmenter:
         has_audio: bool = True,
         first_sequence: int = 0,
         keep_data: bool = True,
+        fmt: str = "ts",
+        part: float | None = None,
         on_segment_added: Callable[[int, bytes], None] | None = None,
         on_segment_removed: Callable[[int], None] | None = None,
         on_playlist_changed: Callable[[str], None] | None = None,
@@ -146,6 +187,18 @@ class HLSSegmenter:
             raise LocalProtocolError(f"max_segment_bytes {max_segment_bytes!r} is too small for a segment")
         if first_sequence < 0:
             raise LocalProtocolError(f"first_sequence must not be negative, not {first_sequence!r}")
+        if fmt not in FORMATS:
+            raise LocalProtocolError(f"fmt must be one of {FORMATS}, not {fmt!r}")
+        if part is not None and not 0.1 <= part <= fragment:
+            raise LocalProtocolError(f"part must be within [0.1, fragment] seconds, not {part!r}")
+        self.format = fmt
+        self.part_ms = round(part * 1000) if part is not None else None
+        self.extension = "ts" if fmt == "ts" else "m4s"
+        self.listeners: list[Callable[[], None]] = []
+        self.on_init_added: Callable[[int, bytes], None] | None = None
+        self._maps: dict[int, bytes] = {}
+        self._map_id = -1
+        self._classic: str | None = None
         self.name = name
         self.fragment_ms = round(fragment * 1000)
         self.max_fragment_ms = round(max_fragment * 1000)
@@ -174,7 +227,11 @@ class HLSSegmenter:
         """State that belongs to one publisher: timeline, codecs, the segment being built."""
         setting = self._has_video_setting
         self._video_mode = bool(setting)
-        self._muxer = TSMuxer(has_video=setting is not False, has_audio=self._has_audio)
+        if self.format == "ts":
+            self._muxer = TSMuxer(has_video=setting is not False, has_audio=self._has_audio)
+        else:
+            self._muxer = FMP4Muxer(has_video=setting is not False, has_audio=self._has_audio)
+        self._map_ready = False
         self._unwrap = _Unwrapper()
         self._open: _Open | None = None
         self._video_started = False  # a keyframe has been muxed since the last reset
@@ -221,11 +278,14 @@ class HLSSegmenter:
             cut = True
         else:
             cut = forced = ts - seg.start >= self.max_fragment_ms or seg.size >= self.max_segment_bytes
+        new_part = not cut and not info.is_sequence_header and self._part_due(seg, ts)
         # Mux before changing anything else: if the message is refused, nothing has happened.
-        data = self._muxer.video(ts, payload, info, psi=cut)
+        data = self._muxer.video(ts, payload, info, psi=cut or (new_part and info.is_keyframe))
         self._unwrap.advance(timestamp)
         if not data:
-            return  # sequence header, or a message TS has no place for
+            return  # sequence header, or a message the format has no place for
+        if new_part:
+            self._close_part(seg, ts, info.is_keyframe)
         if self._last_video_ts is not None and ts > self._last_video_ts:
             self._frame_step = ts - self._last_video_ts
         self._last_video_ts = ts
@@ -261,10 +321,13 @@ class HLSSegmenter:
             cut, forced = True, False
         else:
             cut = forced = seg.size >= self.max_segment_bytes
+        new_part = not cut and not self._video_mode and not info.is_sequence_header and self._part_due(seg, ts)
         data = self._muxer.audio(ts, payload, info, psi=cut)
         self._unwrap.advance(timestamp)
         if not data:
             return
+        if new_part:
+            self._close_part(seg, ts, True)
         if not self._video_mode:
             if self._last_audio_ts is not None and ts > self._last_audio_ts:
                 self._frame_step = ts - self._last_audio_ts
@@ -309,12 +372,36 @@ class HLSSegmenter:
         self._held_bytes = 0
 
     @staticmethod
-    def _append(seg: _Open, ts: int, data: bytes, timed: bool = True) -> None:
-        """Add packets; ``timed`` frames (those of the stream that cuts) extend the duration."""
-        seg.parts.append(data)
+    def _append(seg: _Open, ts: int, data, timed: bool = True) -> None:
+        """Add muxer output; ``timed`` frames (those of the stream that cuts) extend the duration."""
+        seg.pending.append(data)
         seg.size += len(data)
         if timed and ts > seg.last:
             seg.last = ts
+
+    # -- partial segments ----------------------------------------------------------------------
+
+    def _part_due(self, seg: _Open | None, ts: int) -> bool:
+        """A frame of the cutting stream at ``ts`` starts a new part: adding it would make the
+        current part longer than the part target (rfc8216bis 4.4.4.9: no part may be longer)."""
+        if self.part_ms is None or seg is None or not seg.pending:
+            return False
+        length = ts - seg.part_start
+        return length > 0 and (length >= self.part_ms or length + self._frame_step > self.part_ms)
+
+    def _pack(self, pending: list, end_ms: int) -> bytes:
+        if self.format == "ts":
+            return b"".join(pending)
+        return self._muxer.pack(pending, end_ms)
+
+    def _close_part(self, seg: _Open, ts: int, next_independent: bool) -> None:
+        """The part being built ends at ``ts``: pack it and list it."""
+        data = self._pack(seg.pending, ts)
+        seg.pending = []
+        seg.parts.append((data, max(0, ts - seg.part_start), seg.independent))
+        seg.part_start = ts
+        seg.independent = next_independent
+        self._changed(parts_only=True)
 
     def _cut(self, ts: int, data: bytes) -> None:
         """Finish the open segment at ``ts`` and start the next one with ``data``.
@@ -324,9 +411,17 @@ class HLSSegmenter:
         """
         if self._open is not None:
             self._finish(max(0, ts - self._open.start))
+        if self.format == "fmp4" and not self._map_ready:
+            # The first segment of this publisher: its tracks are known now (sequence headers
+            # come before media), so the init segment can be made and frozen.
+            self._map_id += 1
+            self._maps[self._map_id] = self._muxer.init_segment()
+            self._map_ready = True
+            if self.on_init_added is not None:
+                self.on_init_added(self._map_id, self._maps[self._map_id])
         discontinuity = self._pending_discontinuity
         self._pending_discontinuity = False
-        seg = self._open = _Open(ts, discontinuity)
+        seg = self._open = _Open(ts, discontinuity, self._map_id)
         self._append(seg, ts, data)
 
     # -- publisher lifecycle -------------------------------------------------------------------
@@ -365,10 +460,24 @@ class HLSSegmenter:
     def _finish(self, duration_ms: int) -> None:
         seg = self._open
         self._open = None
-        data = b"".join(seg.parts)
+        end = seg.start + duration_ms
+        if seg.pending:
+            seg.parts.append((self._pack(seg.pending, end), max(0, end - seg.part_start), seg.independent))
+            seg.pending = []
+        data = b"".join(p[0] for p in seg.parts)
+        parts: tuple = ()
+        if self.part_ms is not None:
+            offset = 0
+            listed = []
+            for chunk, duration, independent in seg.parts:
+                listed.append(Part(offset, len(chunk), duration, independent))
+                offset += len(chunk)
+            parts = tuple(listed)
         sequence = self._next_sequence
         self._next_sequence += 1
-        self._segments.append(Segment(sequence, duration_ms, seg.discontinuity, data if self.keep_data else None, len(data)))
+        self._segments.append(
+            Segment(sequence, duration_ms, seg.discontinuity, data if self.keep_data else None, len(data), parts, seg.map_id)
+        )
         # RFC 8216 4.3.3.1 wants every EXTINF, rounded, at or under the target and 6.2.1 wants
         # the target never to change; so it only ever grows, and only when a GOP forces it.
         self._target = max(self._target, -(-duration_ms // 1000))
@@ -380,6 +489,11 @@ class HLSSegmenter:
         removed = [old.sequence for old in segs[:excess]] if excess > 0 else []
         if removed:
             del segs[: len(removed)]
+        if self._maps:
+            # Init segments no kept segment needs any more (older publishers) are forgotten.
+            needed = {s.map_id for s in segs} | {self._map_id}
+            for old_map in [m for m in self._maps if m not in needed]:
+                del self._maps[old_map]
         if self.on_segment_added is not None:
             self.on_segment_added(sequence, data)
         self._changed()
@@ -387,10 +501,14 @@ class HLSSegmenter:
             for s in removed:
                 self.on_segment_removed(s)
 
-    def _changed(self) -> None:
+    def _changed(self, parts_only: bool = False) -> None:
         self._playlist = None
-        if self.on_playlist_changed is not None:
-            self.on_playlist_changed(self.playlist())
+        if not parts_only:
+            self._classic = None
+            if self.on_playlist_changed is not None:
+                self.on_playlist_changed(self.playlist(parts=False))
+        for listener in list(self.listeners):
+            listener()
 
     # -- output --------------------------------------------------------------------------------
 
@@ -408,37 +526,139 @@ class HLSSegmenter:
     def target_duration(self) -> int:
         return self._target
 
-    def segment_uri(self, sequence: int) -> str:
-        return f"{self.name}-{sequence}.ts"
+    @property
+    def low_latency(self) -> bool:
+        return self.part_ms is not None
 
-    def segment(self, sequence: int) -> bytes | None:
-        """A finished segment still listed or in its grace period; None otherwise."""
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number of the segment being built (or of the next one)."""
+        return self._next_sequence
+
+    def segment_uri(self, sequence: int) -> str:
+        return f"{self.name}-{sequence}.{self.extension}"
+
+    def part_uri(self, sequence: int, index: int) -> str:
+        return f"{self.name}-{sequence}.{index}.{self.extension}"
+
+    def map_uri(self, map_id: int) -> str:
+        return f"{self.name}-init{map_id}.mp4"
+
+    def _find(self, sequence: int) -> Segment | None:
         segs = self._segments
         if not segs:
             return None
         index = sequence - segs[0].sequence
         if 0 <= index < len(segs):
-            return segs[index].data
+            return segs[index]
         return None
 
-    def playlist(self) -> str:
-        """The media playlist (RFC 8216 4.3); without segments it only has its header."""
-        if self._playlist is None:
-            listed = self.segments
-            lines = [
-                "#EXTM3U",
-                "#EXT-X-VERSION:3",  # decimal EXTINF values need version 3 (RFC 8216 7)
-                f"#EXT-X-TARGETDURATION:{self._target}",
-                f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
-            ]
-            if self._discontinuity_sequence:
-                lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self._discontinuity_sequence}")
-            for seg in listed:
-                if seg.discontinuity:
+    def segment(self, sequence: int) -> bytes | None:
+        """A finished segment still listed or in its grace period; None otherwise."""
+        seg = self._find(sequence)
+        return seg.data if seg is not None else None
+
+    def part(self, sequence: int, index: int):
+        """A finished partial segment (bytes or a memoryview of its segment's); None otherwise."""
+        seg = self._open
+        if seg is not None and sequence == self._next_sequence:
+            return seg.parts[index][0] if 0 <= index < len(seg.parts) else None
+        done = self._find(sequence)
+        if done is None or done.data is None or not 0 <= index < len(done.parts):
+            return None
+        p = done.parts[index]
+        return memoryview(done.data)[p.offset : p.offset + p.size]
+
+    def init_segment(self, map_id: int) -> bytes | None:
+        return self._maps.get(map_id)
+
+    def ready(self, msn: int, part: int | None = None) -> bool | None:
+        """Blocking reload (rfc8216bis 6.2.5.2): does the playlist have segment ``msn`` (or its
+        part ``part``) or a later one?  None when it never will: the stream ended."""
+        if msn < self._next_sequence:
+            return True
+        seg = self._open
+        if part is not None and msn == self._next_sequence and seg is not None and part < len(seg.parts):
+            return True
+        if self.ended:
+            return None
+        return False
+
+    def part_state(self, sequence: int, index: int) -> bool | None:
+        """For a request of a part (the preload hint): True if it exists, False if it may yet
+        appear, None if it never will (its segment closed with fewer parts, or it is gone)."""
+        if self.part(sequence, index) is not None:
+            return True
+        if self.ended or sequence < self._next_sequence:
+            return None
+        if sequence == self._next_sequence and self._open is not None and index == len(self._open.parts):
+            return False
+        return None
+
+    def playlist(self, suffix: str = "", parts: bool = True) -> str:
+        """The media playlist (RFC 8216 4.3); without segments it only has its header.
+
+        ``suffix`` is appended to every URI (a viewer token's query); ``parts=False`` leaves the
+        low-latency tags out.
+        """
+        if parts and self.part_ms is not None:
+            if self._playlist is None:
+                self._playlist = self._render(True)
+            text = self._playlist
+        else:
+            if self._classic is None:
+                self._classic = self._render(False)
+            text = self._classic
+        return text.replace(URI_END, suffix)
+
+    def _render(self, low_latency: bool) -> str:
+        listed = self.segments
+        fmp4 = self.format == "fmp4"
+        lines = [
+            "#EXTM3U",
+            # Decimal EXTINF values need version 3, EXT-X-MAP in a media playlist version 6 (RFC 8216 7).
+            "#EXT-X-VERSION:6" if fmp4 or low_latency else "#EXT-X-VERSION:3",
+            f"#EXT-X-TARGETDURATION:{self._target}",
+        ]
+        if low_latency:
+            part_target = self.part_ms / 1000
+            # PART-HOLD-BACK at least twice the part target; three times is what rfc8216bis
+            # 4.4.3.8 recommends.
+            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={3 * part_target:.3f}")
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={part_target:.3f}")
+        lines.append(f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}")
+        if self._discontinuity_sequence:
+            lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self._discontinuity_sequence}")
+        current_map = None
+        horizon = (sum(s.duration_ms for s in listed) - _PART_WINDOW * self._target * 1000) if low_latency else 0
+        elapsed = 0
+        for seg in listed:
+            if seg.discontinuity:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if fmp4 and seg.map_id != current_map:
+                current_map = seg.map_id
+                lines.append(f'#EXT-X-MAP:URI="{self.map_uri(seg.map_id)}{URI_END}"')
+            if low_latency and elapsed + seg.duration_ms > horizon:
+                for i, p in enumerate(seg.parts):
+                    lines.append(self._part_line(seg.sequence, i, p.duration_ms, p.independent))
+            elapsed += seg.duration_ms
+            lines.append(f"#EXTINF:{seg.duration_ms // 1000}.{seg.duration_ms % 1000:03d},")
+            lines.append(self.segment_uri(seg.sequence) + URI_END)
+        if low_latency and not self.ended:
+            open_seg = self._open
+            if open_seg is not None:
+                if open_seg.discontinuity and listed:
                     lines.append("#EXT-X-DISCONTINUITY")
-                lines.append(f"#EXTINF:{seg.duration_ms // 1000}.{seg.duration_ms % 1000:03d},")
-                lines.append(self.segment_uri(seg.sequence))
-            if self.ended:
-                lines.append("#EXT-X-ENDLIST")
-            self._playlist = "\n".join(lines) + "\n"
-        return self._playlist
+                if fmp4 and open_seg.map_id != current_map:
+                    lines.append(f'#EXT-X-MAP:URI="{self.map_uri(open_seg.map_id)}{URI_END}"')
+                for i, (_, duration, independent) in enumerate(open_seg.parts):
+                    lines.append(self._part_line(self._next_sequence, i, duration, independent))
+                hint = self.part_uri(self._next_sequence, len(open_seg.parts))
+                lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}{URI_END}"')
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        return "\n".join(lines) + "\n"
+
+    def _part_line(self, sequence: int, index: int, duration_ms: int, independent: bool) -> str:
+        line = f'#EXT-X-PART:DURATION={duration_ms / 1000:.3f},URI="{self.part_uri(sequence, index)}{URI_END}"'
+        return line + ",INDEPENDENT=YES" if independent else line

@@ -583,3 +583,136 @@ def test_hevc_enhanced_rtmp(media, tmp_path):
     assert decode_errors(out.playlist) == ""
     for s in out.seg.segments:
         assert decode_errors(out.path / f"h-{s.sequence}.ts") == ""
+
+
+# --------------------------------------------------------------------------- LL-HLS and fMP4
+
+
+def ll_tags(text: str, tag: str) -> list[dict[str, str]]:
+    """The attribute lists of every ``#<tag>:`` line (RFC 8216 4.2 attribute-list syntax)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(f"#{tag}:"):
+            attrs = re.findall(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)', line.split(":", 1)[1])
+            out.append({k: v.strip('"') for k, v in attrs})
+    return out
+
+
+def test_low_latency_playlist_has_parts_server_control_and_a_preload_hint():
+    seg = started(fragment=2.0, window=5, part=0.5)
+    video_stream(seg, 0, 9000, 1000, step=50)  # GOP 1 s: a cut every 2 s
+    text = seg.playlist()
+    assert "#EXT-X-VERSION:6" in text
+    (control,) = ll_tags(text, "EXT-X-SERVER-CONTROL")
+    (info,) = ll_tags(text, "EXT-X-PART-INF")
+    assert control == {"CAN-BLOCK-RELOAD": "YES", "PART-HOLD-BACK": "1.500"}  # 3x the part target
+    assert info == {"PART-TARGET": "0.500"}
+    # Tag order: SERVER-CONTROL and PART-INF in the header, before any segment.
+    assert text.index("#EXT-X-PART-INF") < text.index("#EXTINF")
+    parts = ll_tags(text, "EXT-X-PART")
+    assert parts and all(float(p["DURATION"]) <= 0.5 for p in parts)
+    # Parts of the finished segments of the last three target durations, then the open one's.
+    listed = {int(p["URI"].split("-")[1].split(".")[0]) for p in parts}
+    # Segment 1 (2-4 s) ends within three target durations (6 s) of the end of the finished ones.
+    assert listed == {1, 2, 3, 4}  # 4 is being built
+    (hint,) = ll_tags(text, "EXT-X-PRELOAD-HINT")
+    open_parts = [p for p in parts if p["URI"].startswith("s-4.")]
+    assert hint == {"TYPE": "PART", "URI": f"s-4.{len(open_parts)}.ts"}
+    # Parts of a finished segment add up to it, in duration and in bytes.
+    for s in seg.segments[-2:]:
+        mine = [p for p in parts if p["URI"].startswith(f"s-{s.sequence}.")]
+        assert round(sum(float(p["DURATION"]) for p in mine) * 1000) == s.duration_ms
+        assert b"".join(bytes(seg.part(s.sequence, i)) for i in range(len(mine))) == s.data
+        assert mine[0].get("INDEPENDENT") == "YES"
+    # The text given to a directory writer has no parts.
+    assert "#EXT-X-PART" not in seg.playlist(parts=False) and "#EXTINF" in seg.playlist(parts=False)
+
+
+def test_parts_start_at_every_keyframe_and_never_exceed_the_target():
+    seg = started(fragment=1.0, window=10, part=0.3)
+    video_stream(seg, 0, 6000, 1000, step=40)
+    for s in seg.segments:
+        assert all(p.duration_ms <= 300 for p in s.parts)
+        assert sum(p.duration_ms for p in s.parts) == s.duration_ms
+        assert s.parts[0].independent and s.parts[0].offset == 0
+        # All but the last are at least 85 % of the target (rfc8216bis 4.4.4.9).
+        assert all(p.duration_ms >= 255 for p in s.parts[:-1])
+
+
+def test_ready_and_part_state_follow_the_playlist():
+    seg = started(fragment=1.0, window=5, part=0.5)
+    video_stream(seg, 0, 1000, 1000, step=100)
+    assert seg.next_sequence == 0 and seg.ready(0) is False
+    assert seg.ready(0, 0) is True and seg.ready(0, 1) is False  # part 0 done at 500 ms
+    assert seg.part_state(0, 1) is False and seg.part_state(0, 2) is None  # 2: not the hinted one
+    seg.feed(V, 1000, key())  # cut: segment 0 finished with two parts
+    assert seg.ready(0) is True and seg.ready(1, 0) is False
+    assert seg.part_state(0, 1) is True and seg.part_state(0, 2) is None
+    seg.end()
+    assert seg.ready(5) is None and seg.part_state(1, 0) is True and seg.part_state(2, 0) is None
+
+
+def test_listeners_hear_every_part_and_segment():
+    seg = started(fragment=1.0, window=5, part=0.5)
+    heard = []
+    seg.listeners.append(lambda: heard.append((seg.next_sequence, seg.ready(seg.next_sequence, 0))))
+    video_stream(seg, 0, 2100, 1000, step=100)
+    assert heard == [(0, True), (1, False), (1, True), (2, False)]
+
+
+def test_fmp4_playlist_names_the_init_segment_and_a_new_one_after_a_discontinuity():
+    seg = started(fragment=1.0, window=10, fmt="fmp4")
+    video_stream(seg, 0, 2100, 1000)
+    seg.discontinuity()
+    seg.feed(V, 0, avc_header())
+    seg.feed(A, 0, AAC_HEADER)
+    video_stream(seg, 0, 2100, 1000)
+    text = seg.playlist()
+    maps = ll_tags(text, "EXT-X-MAP")
+    assert maps == [{"URI": "s-init0.mp4"}, {"URI": "s-init1.mp4"}]
+    assert text.index("#EXT-X-DISCONTINUITY") < text.index('URI="s-init1.mp4"')
+    assert "#EXT-X-VERSION:6" in text and re.search(r"^s-0\.m4s$", text, re.M)
+    assert seg.init_segment(0)[4:8] == b"ftyp" and seg.init_segment(1) is not None
+    assert seg.segment(0)[4:8] == b"moof"
+    # Suffixes go on every URI, tags included.
+    with_token = seg.playlist("?vt=T")
+    assert 's-init0.mp4?vt=T"' in with_token and "s-0.m4s?vt=T\n" in with_token
+    assert "\x00" not in with_token
+
+
+def test_init_segments_are_forgotten_with_their_last_segment():
+    seg = started(fragment=1.0, window=1, grace=0, fmt="fmp4")
+    video_stream(seg, 0, 2100, 1000)
+    seg.discontinuity()
+    seg.feed(V, 0, avc_header())
+    video_stream(seg, 0, 2100, 1000)
+    assert seg.init_segment(0) is None and seg.init_segment(1) is not None
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"fmt": "mkv"}, "fmt must be one of"),
+    ({"part": 0.05}, "part must be within"),
+    ({"part": 3.0, "fragment": 2.0}, "part must be within"),
+])  # fmt: skip
+def test_format_and_part_are_checked(kw, message):
+    with pytest.raises(LocalProtocolError, match=message):
+        HLSSegmenter("s", **kw)
+
+
+def test_ffmpeg_reads_fmp4_and_ts_low_latency_playlists(media, tmp_path):
+    """Whole-segment playlists (what a directory gets) of both formats, with parts cut inside."""
+    tags = read_file(media / "long.flv")
+    for fmt in ("fmp4", "ts"):
+        d = tmp_path / fmt
+        d.mkdir()
+        seg = HLSSegmenter("s", 2.0, 100, fmt=fmt, part=0.5)
+        for tag in tags:
+            seg.feed(tag.type, tag.timestamp, tag.payload)
+        seg.end()
+        for s in seg.segments:
+            (d / seg.segment_uri(s.sequence)).write_bytes(s.data)
+        if fmt == "fmp4":
+            (d / seg.map_uri(0)).write_bytes(seg.init_segment(0))
+        (d / "s.m3u8").write_text(seg.playlist(parts=False))
+        assert frame_counts(d / "s.m3u8") == frame_counts(media / "long.flv"), fmt
+        assert decode_errors(d / "s.m3u8") == "", fmt
