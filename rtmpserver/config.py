@@ -55,6 +55,7 @@ class Limits:
     max_stream_name_length: int
     max_connections: int
     max_connections_per_ip: int
+    send_timeout: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ _LIMIT_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_stream_name_length": (size(1, 65535), "256"),
     "max_connections": (integer(1, 10_000_000), "10000"),
     "max_connections_per_ip": (integer(1, 10_000_000), "64"),
+    # A connection whose transport stays full (the peer reads nothing) this long is closed.
+    "send_timeout": (seconds(), "15"),
 }
 
 _APP_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {

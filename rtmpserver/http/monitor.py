@@ -241,6 +241,8 @@ class MetricsCollector:
         yield CounterMetricFamily("rtmp_connections_refused", "Connections refused by limits", value=stats["refused"])
         yield CounterMetricFamily("rtmp_handshake_failures", "Connections closed for a bad handshake", value=stats["handshake_failures"])
         yield CounterMetricFamily("rtmp_protocol_errors", "Connections closed for malformed input", value=stats["protocol_errors"])
+        yield CounterMetricFamily("rtmp_send_timeouts", "Connections closed because the peer took no data (send_timeout)",
+                                  value=stats.get("send_timeouts", 0))
         yield GaugeMetricFamily("rtmp_uptime_seconds", "Seconds since the server started", value=snap["uptime"])
         streams = GaugeMetricFamily("rtmp_streams", "Live streams with a publisher", labels=["app"])
         players = GaugeMetricFamily("rtmp_players", "Players attached to live streams (RTMP and HTTP-FLV)", labels=["app"])
