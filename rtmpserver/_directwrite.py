@@ -99,6 +99,8 @@ class DirectWriter:
             return
         self.sent += n
         if rest is None:
+            if n == sum(map(len, head)):  # the common case: the kernel took it all
+                return
             for i, part in enumerate(head):
                 size = len(part)
                 if n < size:
