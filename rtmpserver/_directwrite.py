@@ -28,6 +28,12 @@ import socket as _socket
 
 from twisted.internet.interfaces import ISSLTransport
 
+try:  # Twisted >= 22.8: TLS writes aggregated per reactor iteration (see TLSWriter)
+    from twisted.protocols.tls import BufferingTLSTransport as _BufferingTLS
+    from twisted.protocols.tls import TLSMemoryBIOProtocol as _TLSMemoryBIO
+except ImportError:  # pragma: no cover - older Twisted: plain transport.write
+    _BufferingTLS = _TLSMemoryBIO = None
+
 __all__ = ["TwistedWriter", "DirectWriter", "TLSWriter", "writer_for", "direct_write_supported"]
 
 # At most this many buffers per sendmsg (Linux IOV_MAX is 1024).
@@ -56,12 +62,33 @@ class TwistedWriter:
 
 
 class TLSWriter(TwistedWriter):
-    """TLS: everything of one flush becomes one TLS write (pyOpenSSL's cost is per write)."""
+    """TLS: everything of one flush becomes one TLS write (pyOpenSSL's cost is per write).
 
-    __slots__ = ()
+    Twisted's ``BufferingTLSTransport`` copies each write into a list and schedules a
+    ``callLater(0)`` to encrypt the joined list on the next reactor iteration; our writes are
+    already one per player per publisher read, so for it we call the encrypting
+    ``TLSMemoryBIOProtocol.write`` directly: no copy, no delayed call per player, no extra
+    iteration of latency.  Flow control is unchanged (the TCP transport under TLS pauses the
+    producer through Twisted's membrane, as before).
+    """
+
+    __slots__ = ("_write",)
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self._write = None
+        if _BufferingTLS is not None and isinstance(transport, _BufferingTLS) and hasattr(transport, "_aggregator"):
+            self._write = _TLSMemoryBIO.write
 
     def write_sequence(self, parts: list) -> None:
-        self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        t = self.transport
+        if self._write is not None and not t.disconnecting:
+            # Anything still in Twisted's aggregation buffer goes first (order), then ours.
+            t._aggregator.flush()
+            self._write(t, data)
+        else:
+            t.write(data)
 
 
 class DirectWriter:

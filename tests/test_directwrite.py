@@ -175,3 +175,60 @@ def test_tls_transports_get_one_write_per_flush():
     assert type(w) is TLSWriter
     w.write_sequence([b"h", b"body", b"h2", b"body2"])
     assert writes == [b"hbodyh2body2"]
+
+
+def test_tls_writer_encrypts_at_once_through_twisted_tls(tmp_path):
+    """A real TLSMemoryBIOProtocol (Twisted's BufferingTLSTransport) with a memory client: our
+    writes are encrypted at once (no aggregation buffer, no delayed call) and arrive in order."""
+    from OpenSSL import SSL
+    from twisted.internet.protocol import Factory
+    from twisted.internet.task import Clock
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+
+    from rtmpserver import tls
+    from tests.test_tls import make_cert
+
+    key, cert = make_cert(tmp_path, "ecdsa")
+    clock = Clock()
+    factory = TLSMemoryBIOFactory(tls._ContextFactory(tls.server_context({"privateKey": key, "certKey": cert})),
+                                  False, Factory.forProtocol(Protocol), clock)
+    server = factory.buildProtocol(None)
+    assert isinstance(server, BufferingTLSTransport) and hasattr(server, "_aggregator")
+    wire = StringTransport()
+    server.makeConnection(wire)
+    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    client.set_connect_state()
+
+    def pump():
+        got = b""
+        for _ in range(10):
+            try:
+                client.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                out = client.bio_read(65536)
+            except SSL.WantReadError:
+                out = b""
+            if out:
+                server.dataReceived(out)
+            back = wire.value()
+            wire.clear()
+            if back:
+                client.bio_write(back)
+            try:
+                while True:
+                    got += client.recv(65536)
+            except (SSL.WantReadError, SSL.ZeroReturnError):
+                pass
+            if not out and not back:
+                break
+        return got
+
+    pump()
+    w = writer_for(server)
+    assert type(w) is TLSWriter and w._write is not None
+    server.write(b"<twisted-aggregated>")  # a write through Twisted's own path, still buffered
+    w.write_sequence([b"header", b"body" * 1000])
+    assert wire.value()  # encrypted at once, not on the next reactor iteration
+    assert pump() == b"<twisted-aggregated>" + b"header" + b"body" * 1000
