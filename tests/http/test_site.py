@@ -300,3 +300,23 @@ def test_http_flv_viewers_share_tag_bytes_over_real_http_connections():
     for _, transport, _ in viewers:
         assert transport.value().endswith(b"0\r\n\r\n")
         _dechunk(transport.value().partition(b"\r\n\r\n")[2])
+
+
+def test_http_flv_over_http_1_0_is_raw_flv_on_the_direct_path():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from rtmpserver.http.site import build_site
+
+    f, _ = make()
+    site = build_site(f, f.config.http["main"])
+    pub, sid = live_stream(f)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6003))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 6003))
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /live/cam.flv HTTP/1.0\r\n\r\n")
+    pub.send_media(sid, "v", 33, inter())
+    head, _, rest = transport.value().partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower()
+    tags = FLVReader().feed(rest)
+    assert [t.payload for t in tags][-3:] == [key(), aac(), inter()]
