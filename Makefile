@@ -59,11 +59,13 @@ run: venv
 bench: venv system-deps
 	$(PY) bench/codec.py
 
-# The load test against rtmpserver and nginx-rtmp (Debian's libnginx-mod-rtmp); ~20 minutes.
+# The load test against rtmpserver (RTMP players, then RTMPS players) and nginx-rtmp (Debian's
+# libnginx-mod-rtmp), one after the other with the same load generator; ends with one table.
+# ~30 minutes; BENCH_ARGS adds or overrides options (e.g. BENCH_ARGS="--players 200,1000 --duration 5").
 bench-load: venv system-deps
 	@command -v nginx >/dev/null 2>&1 && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light libnginx-mod-rtmp; }
-	$(PY) bench/load.py --compare-nginx
+	$(PY) bench/load.py --compare-nginx --rtmps $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

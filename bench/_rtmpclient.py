@@ -179,10 +179,10 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_client(host: str, port: int, factory=Client, *, timeout: float = 10.0) -> Client:
-    """TCP connect and complete the handshake (bounded by ``timeout``)."""
+async def open_client(host: str, port: int, factory=Client, *, timeout: float = 10.0, ssl=None) -> Client:
+    """TCP (or TLS with an ``ssl.SSLContext``) connect and complete the handshake (bounded by ``timeout``)."""
     loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    _, proto = await asyncio.wait_for(loop.create_connection(factory, host, port, ssl=ssl), timeout)
     try:
         await asyncio.wait_for(asyncio.shield(proto.handshaken), timeout)
     except BaseException:

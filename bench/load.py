@@ -1,7 +1,7 @@
 """Load test: one 2 Mbit/s publisher, a ramp of players, idle memory and connection rate.
 
     .venv/bin/python bench/load.py [--compare-nginx] [--players 10,25,50,100,200,400]
-                                   [--duration 10] [--merge 0,20] [--json FILE] [--quick]
+                                   [--duration 10] [--merge 0,20] [--rtmps] [--json FILE] [--quick]
 
 What runs where (a 2-core machine): the server under test is pinned to CPU 0 and everything this
 tool starts (itself, the publisher, the player processes) to CPU 1, so the server has a core of
@@ -22,6 +22,12 @@ libnginx-mod-rtmp, one worker, when ``--compare-nginx``):
    stops at the first step that fails.  Server CPU comes from /proc/PID/stat (utime+stime)
    over the publishing window.
 
+With ``--rtmps`` rtmpserver also listens with TLS (a throwaway self-signed certificate made with
+openssl) and the ramp runs once more with the players on RTMPS (the publisher stays on RTMP): the
+cost of a TLS player next to an RTMP one (nginx-rtmp has no TLS of its own, so it is not run so).
+At the end one table lists every step of every server: players, server CPU, delivered ratio,
+p50/p99 latency and the load generator's CPU.
+
 Every wait is bounded, and every process started here is stopped on exit, on Ctrl-C and on errors
 (children also get SIGTERM from the kernel if this process dies: PR_SET_PDEATHSIG).
 """
@@ -40,6 +46,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -158,6 +165,24 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def make_cert(directory: str) -> tuple[str, str]:
+    """A throwaway self-signed certificate (EC P-256) for the ``--rtmps`` listener."""
+    key, cert = os.path.join(directory, "bench.key"), os.path.join(directory, "bench.crt")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return key, cert
+
+
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # our own throwaway certificate
+    return ctx
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -186,26 +211,36 @@ def tail(path: str, n: int = 30) -> str:
 class Server:
     """A server under test: rtmpserver (twistd) or nginx-rtmp, pinned to SERVER_CPU."""
 
-    def __init__(self, kind: str, workdir: str, merge_ms: float = 0.0, extra_ini: str = "", tag: str = "") -> None:
+    def __init__(self, kind: str, workdir: str, merge_ms: float = 0.0, extra_ini: str = "", tag: str = "",
+                 tls: bool = False) -> None:
         """``extra_ini`` is appended to rtmpserver's config (more apps, ``[http:...]``); ``tag``
-        tells servers with different ``extra_ini`` apart in labels and directory names."""
+        tells servers with different ``extra_ini`` apart in labels and directory names; ``tls``:
+        players connect to an ``ssl:`` listener (rtmpserver only)."""
         self.kind = kind
+        self.tls = tls
+        if tls:
+            tag += " rtmps"
         self.merge_ms = merge_ms
         self.extra_ini = extra_ini
         self.label = f"rtmpserver write_merge_ms={merge_ms:g}{tag}" if kind == "rtmpserver" else "nginx-rtmp"
-        self.dir = os.path.join(workdir, f"{kind}-{merge_ms:g}{tag}" if kind == "rtmpserver" else kind)
+        self.dir = os.path.join(workdir, f"{kind}-{merge_ms:g}{tag}".replace(" ", "-") if kind == "rtmpserver" else kind)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
+        self.ssl_port = free_port() if tls else None
         self.proc: subprocess.Popen | None = None
         self.log = os.path.join(self.dir, "server.log" if kind == "rtmpserver" else "error.log")
 
     def start(self) -> None:
         if self.kind == "rtmpserver":
             conf = os.path.join(self.dir, "server.ini")
+            listen = f"listen = tcp:{self.port}:interface={HOST}\n"
+            if self.tls:
+                key, cert = make_cert(self.dir)
+                listen += f"    ssl:{self.ssl_port}:interface={HOST}:privateKey={key}:certKey={cert}\n"
             with open(conf, "w") as f:
                 f.write(
                     "[server]\n"
-                    f"listen = tcp:{self.port}:interface={HOST}\n"
+                    + listen +
                     "out_chunk_size = 4096\n"
                     "access_log = no\n"
                     "[limits]\n"
@@ -253,6 +288,10 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def player_port(self) -> int:
+        return self.ssl_port if self.tls else self.port
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -323,15 +362,16 @@ async def _pipe_recv(pipe, timeout: float):
     return pipe.recv()
 
 
-async def _players_main(pipe, port: int, stream: str, count: int, ready_timeout: float) -> None:
+async def _players_main(pipe, port: int, stream: str, count: int, ready_timeout: float, tls: bool = False) -> None:
     latencies = array.array("d")
-    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    tc_url = f"{'rtmps' if tls else 'rtmp'}://{HOST}:{port}/{APP}"
     sem = asyncio.Semaphore(50)
     players: list[Player] = []
+    ctx = client_tls() if tls else None
 
     async def start_one() -> None:
         async with sem:
-            p = await open_client(HOST, port, lambda: Player(latencies))
+            p = await open_client(HOST, port, lambda: Player(latencies), ssl=ctx)
             players.append(p)
             await asyncio.wait_for(p.connect(APP, tc_url), 15)
             sid = await asyncio.wait_for(p.create_stream(), 15)
@@ -363,12 +403,12 @@ async def _players_main(pipe, port: int, stream: str, count: int, ready_timeout:
     await asyncio.sleep(0.2)
 
 
-def players_process(pipe, port: int, stream: str, count: int, ready_timeout: float) -> None:
+def players_process(pipe, port: int, stream: str, count: int, ready_timeout: float, tls: bool = False) -> None:
     _die_with_parent()
     _pin(LOAD_CPU)
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            run_async(_players_main(pipe, port, stream, count, ready_timeout))
+            run_async(_players_main(pipe, port, stream, count, ready_timeout, tls))
         except Exception as e:
             with contextlib.suppress(Exception):
                 pipe.send({"error": f"{type(e).__name__}: {e}"})
@@ -545,7 +585,7 @@ def run_step(server: Server, n: int, args, children: Children) -> dict:
     quiet = wait_quiet(args.wait_quiet)
     per_worker = args.players_per_worker
     shares = [min(per_worker, n - i) for i in range(0, n, per_worker)]
-    workers = [children.start(players_process, server.port, stream, k, 60.0) for k in shares]
+    workers = [children.start(players_process, server.player_port, stream, k, 60.0, server.tls) for k in shares]
     res: dict = {"n": n, "workers": len(workers), "busiest_core_before_pct": quiet}
     prof = None
     try:
@@ -605,6 +645,7 @@ def run_step(server: Server, n: int, args, children: Children) -> dict:
             min_video=min(videos) if videos else 0,
             min_audio=min(audios) if audios else 0,
             frames_missing=sum(done["video"] - v for v in videos) + sum(done["audio"] - a for a in audios),
+            delivered=(sum(videos) + sum(audios)) / max(1, n * (done["video"] + done["audio"])),
             out_of_order=out_of_order,
             disconnected=disconnected,
             p50_ms=percentile(lat_sorted, 50),
@@ -762,6 +803,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="sample rtmpserver with py-spy during each step (top functions in --json)")
     ap.add_argument("--quick", action="store_true", help="smoke test: --players 5,10 --duration 3 --idle 50 --connect-seconds 1")
     ap.add_argument("--keep-logs", action="store_true", help="keep the server working directory")
+    ap.add_argument("--rtmps", action="store_true", help="also run the ramp with the players on RTMPS (rtmpserver, write_merge_ms = first --merge value)")
     args = ap.parse_args()
     if args.quick:
         args.players, args.duration, args.idle, args.connect_seconds, args.drain = "5,10", 3.0, 50, 1.0, 1.0
@@ -788,6 +830,8 @@ def main() -> int:
 
     workdir = tempfile.mkdtemp(prefix="rtmpbench-")
     targets = [Server("rtmpserver", workdir, mg) for mg in merges]
+    if args.rtmps:
+        targets.append(Server("rtmpserver", workdir, merges[0] if merges else 0.0, tls=True))
     if args.compare_nginx:
         if not os.path.exists(NGINX_RTMP_MODULE):
             print(f"nginx-rtmp module not found at {NGINX_RTMP_MODULE} (apt-get install libnginx-mod-rtmp)", file=sys.stderr)
@@ -804,7 +848,7 @@ def main() -> int:
             results["targets"][server.label] = tr
             try:
                 # Merging writes changes nothing for idle or connecting clients: measure once per server kind.
-                if not args.no_connections and (idx == 0 or server.kind == "nginx"):
+                if not args.no_connections and (idx == 0 or server.kind == "nginx") and not server.tls:
                     c = measure_connections(server, args)
                     tr["connections"] = c
                     i = c["idle"]
@@ -877,7 +921,24 @@ def main() -> int:
                 f"{c['connect_50']['per_s']:.0f} with 50 in parallel"
             )
         print(line)
+    print_table(results)
     return 0
+
+
+def print_table(results: dict) -> None:
+    """Every step of every server in one table (Markdown, for docs/performance.md)."""
+    print("\n| server | players | server CPU | delivered | p50 | p99 | load generator CPU | passed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, tr in results["targets"].items():
+        for r in tr.get("steps", []):
+            if "p50_ms" not in r:
+                print(f"| {label} | {r['n']} | - | - | - | - | - | no: {r.get('why', '')} |")
+                continue
+            print(
+                f"| {label} | {r['n']} | {r['server_cpu_pct']:.0f}% | {r['delivered'] * 100:.1f}% | "
+                f"{fmt_ms(r['p50_ms'])} ms | {fmt_ms(r['p99_ms'])} ms | {r['load_cpu_pct']:.0f}% | "
+                f"{'yes' if r['passed'] else 'no'} |"
+            )
 
 
 if __name__ == "__main__":

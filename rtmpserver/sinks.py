@@ -55,6 +55,10 @@ class LiveSink:
         self.resyncs = 0
         self.frames_sent = 0
         self._seen_publish = 0
+        # Optional: an object whose ``paused`` attribute says the transport is full (an RTMP
+        # connection, an HTTP-FLV client). Read as an attribute on the media path, one call less
+        # per player per message than ``transport_full()``, which is used when this is None.
+        self.flow = None
 
     # -- what subclasses provide -----------------------------------------------------------
 
@@ -83,13 +87,16 @@ class LiveSink:
         self.need_key = True
 
     def frame(self, frame: Frame) -> None:
+        # The hot path: once per player per message (docs/performance.md). What _send and
+        # _timestamp do is written out here so a message costs one Python call less each.
         if self.paused:
             return
         t = frame.type_id
+        header = frame.header
         if t == VIDEO:
             if not self.receive_video:
                 return
-            if self.need_key and not frame.header:
+            if self.need_key and not header:
                 self._audio_free = False
                 if not frame.keyframe:
                     return
@@ -97,14 +104,35 @@ class LiveSink:
         elif t == AUDIO:
             if not self.receive_audio:
                 return
-            if self.need_key and not frame.header:
+            if self.need_key and not header:
                 if self.live.has_video and self.receive_video:
                     # Hold audio back until video (re)starts at a keyframe, so they start together.
                     if not self._audio_free:
                         return
                 else:
                     self.need_key = False
-        self._send(frame)
+        # Timestamp rebasing, exactly as _timestamp (and _send's last_ts update).
+        base = self.pub_base
+        if base is None and header:
+            ts = self.player_base
+            if ts > self.last_ts:
+                self.last_ts = ts
+        else:
+            if base is None:
+                self.pub_base = base = frame.timestamp
+            d = (frame.timestamp - base) & _MASK32
+            ts = self.player_base + (d - 0x100000000 if d & 0x80000000 else d)
+            last = self.last_ts
+            if ts > last:
+                self.last_ts = ts
+            elif ts < last:
+                ts = last
+        flow = self.flow
+        if self.backlog or (flow.paused if flow is not None else self.transport_full()):
+            self._enqueue(frame, ts)
+            return
+        self.write_frame(frame, ts)
+        self.frames_sent += 1
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -172,7 +200,8 @@ class LiveSink:
     def flush(self) -> None:
         """The transport drained: send what is queued until it is full again."""
         backlog = self.backlog
-        while backlog and not self.transport_full():
+        flow = self.flow
+        while backlog and not (flow.paused if flow is not None else self.transport_full()):
             frame, ts = backlog.popleft()
             self.backlog_bytes -= len(frame.payload)
             self.write_frame(frame, ts)

@@ -769,3 +769,73 @@ def test_a_publisher_back_within_eof_delay_still_ends_the_previous_stream_first(
     assert statuses(got) == ["NetStream.Play.UnpublishNotify", "NetStream.Play.PublishNotify"]
     f.clock.advance(1)
     assert stream_eofs(player.take()) == []  # not sent twice
+
+
+def test_one_publisher_read_is_one_write_per_player(factory):
+    """Everything a player gets from one read of the publisher goes out in one write, at its end."""
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    players = [Peer(factory) for _ in range(3)]
+    for p in players:
+        p.play("s")
+        p.take()
+    writes = {id(p): [] for p in players}
+    for p in players:
+        w = writes[id(p)]
+        orig = p.transport.writeSequence
+        p.transport.writeSequence = lambda seq, orig=orig, w=w: (w.append(len(seq)), orig(seq))
+    for kind, ts, payload in (("v", 0, key()), ("a", 5, aac()), ("v", 33, inter())):
+        cls = m.VideoMessage if kind == "v" else m.AudioMessage
+        pub.client.send(cls(ts, sid, payload))
+    pub.proto.dataReceived(pub.client.data_to_send())  # one read, three messages
+    for p in players:
+        assert writes[id(p)] == [6]  # header + shared body of each message, one writeSequence
+        assert [x.payload for x in media(p.take())] == [key(), aac(), inter()]
+    assert factory.batch.depth == 0 and factory.batch.dirty == []
+    # Outside a publisher's read (a command, a backlog flush) writes are not held.
+    pub.send_media(sid, "v", 66, inter())
+    assert all(len(w) == 2 for w in writes.values())
+
+
+def test_player_command_output_keeps_its_order_with_held_media(factory):
+    pub = Peer(factory)
+    sid, _ = pub.publish("s")
+    player = Peer(factory)
+    psid, _ = player.play("s")
+    pub.send_media(sid, "v", 0, key())
+    player.take()
+    # Media held for the player during the publisher's read, then a command reply to the player
+    # inside the same read (as a handler might send): both arrive, media first.
+    proto = player.proto
+    factory.batch.depth += 1
+    try:
+        pub.client.send(m.VideoMessage(33, sid, inter()))
+        pub.proto.session.data_received(pub.client.data_to_send())
+        proto.session.status(psid, "status", "NetStream.Play.Custom", "x")
+        assert player.transport.value() == b""  # held until the read ends
+    finally:
+        factory.batch.end()
+    got = player.take()
+    kinds = [type(x).__name__ for x in got if isinstance(x, (m.VideoMessage, m.CommandMessage))]
+    assert kinds == ["VideoMessage", "CommandMessage"]
+
+
+def test_player_whose_output_stays_full_is_closed_after_send_timeout():
+    f = RTMPServerFactory(make_config(extra_limits="send_timeout = 5\nidle_timeout = 600\nping_interval = 0"), Clock())
+    f.startFactory()
+    pub = Peer(f)
+    sid, _ = pub.publish("s")
+    stuck, slow = Peer(f), Peer(f)
+    stuck.play("s")
+    slow.play("s")
+    stuck.proto.pauseProducing()  # its peer takes nothing: Twisted's buffer stays over its limit
+    for i in range(8):
+        slow.proto.pauseProducing()
+        f.clock.advance(1)
+        slow.proto.resumeProducing()  # this one drains, slowly: never closed
+        pub.send_media(sid, "v", i * 1000, key())
+        pub.proto.last_received = f.clock.seconds()
+    assert stuck.closed and stuck.proto.session.close_reason.endswith("(send_timeout)")
+    assert not slow.closed and not pub.closed
+    assert f.stats["send_timeouts"] == 1
+    f.stopFactory()

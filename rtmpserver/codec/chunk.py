@@ -50,6 +50,8 @@ _TYPE_SET_CHUNK_SIZE = 1
 _TYPE_ABORT = 2
 
 _U32 = struct.Struct(">I")
+_U56 = struct.Struct(">Q")  # timestamp (24) + length (24) + type id (8), packed in one go; first byte dropped
+_SID = struct.Struct("<I")  # message stream id: little-endian (section 5.3.1.2.1)
 
 
 class RawMessage:
@@ -384,6 +386,10 @@ def basic_header(fmt: int, csid: int) -> bytes:
     raise LocalProtocolError(f"chunk stream id {csid} outside 2..65599")
 
 
+# Basic headers of chunk stream ids 2..63 (one byte), per fmt: a lookup instead of a call per message.
+_BASIC = [[bytes((fmt << 6 | csid,)) for csid in range(64)] for fmt in range(4)]
+
+
 def continuation(payload: bytes, chunk_size: int, csid: int, ext: bytes | None = None) -> bytes:
     """``payload`` with a fmt 3 chunk header before every chunk after the first.
 
@@ -464,26 +470,21 @@ class ChunkWriter:
             st.delta = delta
             st.length = length
             st.type_id = type_id
-        ext = _U32.pack(field) if field >= _EXTENDED else None
-        ts24 = _EXTENDED if ext is not None else field
-        bh = basic_header(fmt, csid)
-        if fmt == 0:
-            h = bh + bytes(
-                (
-                    ts24 >> 16, (ts24 >> 8) & 0xFF, ts24 & 0xFF,
-                    length >> 16, (length >> 8) & 0xFF, length & 0xFF,
-                    type_id,
-                    stream_id & 0xFF, (stream_id >> 8) & 0xFF, (stream_id >> 16) & 0xFF, (stream_id >> 24) & 0xFF,
-                )
-            )
-        elif fmt == 1:
-            h = bh + bytes(
-                (ts24 >> 16, (ts24 >> 8) & 0xFF, ts24 & 0xFF, length >> 16, (length >> 8) & 0xFF, length & 0xFF, type_id)
-            )
-        elif fmt == 2:
-            h = bh + bytes((ts24 >> 16, (ts24 >> 8) & 0xFF, ts24 & 0xFF))
+        if field >= _EXTENDED:
+            ext = _U32.pack(field)
+            ts24 = _EXTENDED
         else:
+            ext = None
+            ts24 = field
+        bh = _BASIC[fmt][csid] if 2 <= csid < 64 else basic_header(fmt, csid)
+        if fmt == 3:
             h = bh
+        elif fmt == 1:
+            h = bh + _U56.pack(ts24 << 32 | length << 8 | type_id)[1:]
+        elif fmt == 2:
+            h = bh + _U32.pack(ts24)[1:]
+        else:
+            h = bh + _U56.pack(ts24 << 32 | length << 8 | type_id)[1:] + _SID.pack(stream_id & _MASK32)
         if ext is not None:
             h += ext
         return h, ext

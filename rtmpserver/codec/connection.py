@@ -71,6 +71,8 @@ class RTMPConnection:
         self.peer_window_ack_size = 0  # acknowledge every this many bytes; 0 until the peer says
         self._last_ack = 0
         self._out: list[bytes] = []
+        # The same list, public: truthy while bytes are queued (read without a call on the media path).
+        self.pending = self._out
         self.bytes_sent = 0
 
     # -- receiving ------------------------------------------------------------------------------

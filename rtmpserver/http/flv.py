@@ -5,6 +5,13 @@ GOP cache, then live tags with rebased timestamps; a client that cannot keep up 
 next keyframe, bounded by the app's player backlog settings.  The request is the producer's
 consumer, so Twisted's write buffer tells us when the client is full.
 
+Tags go out like RTMP chunks (rtmpserver._directwrite): a per-viewer tag header (the rebased
+timestamp) and the publisher's payload bytes, shared by every viewer and never copied per viewer,
+in one scatter-gather write; what a viewer gets during one read of the publisher is flushed once at
+its end (``MediaBatch``).  The HTTP/1.1 chunk framing (RFC 9112 section 7.1) is put around them
+here, since they bypass ``Request.write``; requests that are not Twisted's HTTP/1.x (tests' dummy
+requests) keep ``Request.write``.
+
 The request goes through the application's handler chain first, like an RTMP ``play``
 (``rtmpserver.http.viewers``); when the response ends the chain hears ``close_stream``.
 """
@@ -13,8 +20,10 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web import http
 from zope.interface import implementer
 
+from rtmpserver._directwrite import writer_for
 from rtmpserver.errors import Rejected
 from rtmpserver.http.viewers import decide_play
 from rtmpserver.hub import Frame
@@ -26,11 +35,30 @@ from rtmpserver.sinks import LiveSink
 __all__ = ["FLVClient", "serve_flv"]
 
 
+class _Flow:
+    """``paused``: the viewer's transport is full (``LiveSink.flow``)."""
+
+    __slots__ = ("paused",)
+
+    def __init__(self) -> None:
+        self.paused = False
+
+
+def _direct_output(request):
+    """The writer for the viewer's connection, or None when ``request`` is not Twisted's HTTP/1.x."""
+    channel = getattr(request, "channel", None)
+    if not isinstance(request, http.Request) or not isinstance(channel, http.HTTPChannel) or channel.transport is None:
+        return None
+    if request.method == b"HEAD" or not request.startedWriting:
+        return None  # no body to write, or the response head is not out yet
+    return writer_for(channel.transport)
+
+
 @implementer(IPushProducer, IMonitoredClient)
 class FLVClient(LiveSink):
     _log = Logger()
 
-    def __init__(self, request, live, app_config, registry: set, on_end=None, *, clock=None,
+    def __init__(self, request, live, app_config, registry: set, on_end=None, batch=None, *, clock=None,
                  send_timeout: float = 0.0, on_stalled=None) -> None:
         peer = request.getClientAddress()
         super().__init__(live, live.name, app_config.player_backlog_bytes, app_config.player_backlog_time,
@@ -40,8 +68,12 @@ class FLVClient(LiveSink):
         self.registry = registry
         self.bytes_out = 0
         self.started = 0.0
-        self._full = False
+        self.flow = _Flow()
         self._done = False
+        self._batch = batch  # rtmpserver.protocol.MediaBatch of the RTMP side, or None
+        self._writer = None  # set in start() when the direct path applies
+        self._chunked = False
+        self._held: list[bytes] = []
         self._on_end = on_end  # called once with the reason when the response ends
         # send_timeout: a viewer whose connection stays full this long is closed (on_stalled counts it).
         self.clock = clock
@@ -51,13 +83,39 @@ class FLVClient(LiveSink):
 
     # LiveSink
     def transport_full(self) -> bool:
-        return self._full
+        return self.flow.paused
 
     def write_frame(self, frame: Frame, ts: int) -> None:
-        n = len(frame.payload)
-        data = b"".join((tag_header(frame.type_id, ts, n), frame.payload, previous_tag_size(n)))
-        self.bytes_out += len(data)
-        self.request.write(data)
+        payload = frame.payload
+        n = len(payload)
+        head = tag_header(frame.type_id, ts, n)
+        tail = previous_tag_size(n)
+        self.bytes_out += n + 15
+        if self._writer is None:
+            self.request.write(b"".join((head, payload, tail)))
+            return
+        self.request.sentLength += n + 15
+        if self._chunked:
+            head = b"%x\r\n%s" % (n + 15, head)
+            tail += b"\r\n"
+        held = self._held
+        if held:
+            held += (head, payload, tail)
+            return
+        batch = self._batch
+        if batch is not None and batch.depth:
+            batch.dirty.append(self)
+            self._held = [head, payload, tail]
+            return
+        self._writer.write_sequence([head, payload, tail])
+
+    def flush_merged(self) -> None:
+        """Send what was held during a publisher's read (``MediaBatch``)."""
+        held = self._held
+        if held:
+            self._held = []
+            if not self._done and not self.request._disconnected:
+                self._writer.write_sequence(held)
 
     def on_stopped(self) -> None:
         # The FLV "file" ends with its publisher; players reconnect for the next one.
@@ -74,18 +132,18 @@ class FLVClient(LiveSink):
 
     # IPushProducer
     def pauseProducing(self) -> None:
-        self._full = True
+        self.flow.paused = True
         if self._stall_call is None and self.send_timeout and self.clock is not None and not self._done:
             self._stall_call = self.clock.callLater(self.send_timeout, self._stalled)
 
     def resumeProducing(self) -> None:
-        self._full = False
+        self.flow.paused = False
         self._cancel_stall()
         if self.backlog:
             self.flush()
 
     def stopProducing(self) -> None:
-        self._full = True
+        self.flow.paused = True
         self._cancel_stall()
 
     def _cancel_stall(self) -> None:
@@ -116,6 +174,9 @@ class FLVClient(LiveSink):
         # Both tracks are announced, as SRS does: a viewer joining before the video sequence
         # header would otherwise be told "audio only", and flv.js/mpegts.js trust the flags.
         self.request.write(file_header(has_audio=True, has_video=True))
+        # The response head is out (the first write sent it): tags may now bypass Request.write.
+        self._writer = _direct_output(self.request)
+        self._chunked = bool(getattr(self.request, "chunked", False))
         self.request.notifyFinish().addBoth(self._gone)
         live.add_sink(self)
 
@@ -133,6 +194,8 @@ class FLVClient(LiveSink):
             on_end(reason)
 
     def finish(self, reason: str = "unpublished") -> None:
+        if self._held:
+            self.flush_merged()  # before the last chunk Request.finish writes
         if not self._done:
             self._end(reason)
             self.request.unregisterProducer()
@@ -178,7 +241,7 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
         def stalled() -> None:
             factory.stats["send_timeouts"] += 1
 
-        FLVClient(request, live, app_config, registry, ended, clock=factory.clock,
+        FLVClient(request, live, app_config, registry, ended, factory.batch, clock=factory.clock,
                   send_timeout=factory.config.limits.send_timeout, on_stalled=stalled).start(factory.clock.seconds())
         return None
 

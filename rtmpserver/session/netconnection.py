@@ -205,7 +205,7 @@ class Session:
 
     def write_media(self, header: bytes, body: bytes) -> None:
         """A player's chunk header and body (commands queued before it go first)."""
-        if self.conn.has_pending:
+        if self.conn.pending:
             self.flush()
         self.stats.media_bytes_out += len(header) + len(body)
         self.link.write_sequence([header, body])

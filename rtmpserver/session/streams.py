@@ -65,6 +65,7 @@ class PlayerStream(LiveSink):
         self.writer = session.conn.writer
         self.playing = False
         self._eof_call = None  # the delayed StreamEOF after the publisher left (EOF_DELAY)
+        self.flow = session.link  # its ``paused``: the transport is full (LiveSink.flow)
 
     # -- LiveSink -------------------------------------------------------------------------------
 
@@ -72,8 +73,16 @@ class PlayerStream(LiveSink):
         return self.session.link.paused
 
     def write_frame(self, frame: Frame, ts: int) -> None:
-        header, ext = self.writer.header(frame.csid, ts, frame.type_id, self.stream_id, len(frame.payload))
-        body = frame.body(self.writer.chunk_size) if ext is None else continuation(frame.payload, self.writer.chunk_size, frame.csid, ext)
+        w = self.writer
+        payload = frame.payload
+        header, ext = w.header(frame.csid, ts, frame.type_id, self.stream_id, len(payload))
+        size = w.chunk_size
+        if ext is not None:
+            body = continuation(payload, size, frame.csid, ext)
+        elif frame._size == size:
+            body = frame._body  # the shared body, as Frame.body returns it, without the call
+        else:
+            body = frame.body(size)
         self.session.write_media(header, body)
 
     def on_started(self, republished: bool) -> None:

@@ -12,6 +12,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from rtmpserver import config as configmod
+from rtmpserver.codec import messages as m
 from rtmpserver.http.site import RootResource
 from rtmpserver.media.flv import FLVReader
 from rtmpserver.protocol import RTMPServerFactory
@@ -338,3 +339,81 @@ def test_over_limit_http_connection_on_a_tls_listener_is_aborted_at_once(tmp_pat
         transports.append(t)
     assert [t.disconnecting for t in transports] == [False, True]
     assert isinstance(site.buildProtocol(IPv4Address("TCP", "10.0.0.2", 5002)), Refused)
+
+
+def _dechunk(data: bytes) -> bytes:
+    """An HTTP/1.1 chunked body (RFC 9112 section 7.1) decoded; fails on bad framing."""
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        assert data[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
+        out += data[:size]
+        data = data[size + 2 :]
+        if size == 0:
+            break
+    return bytes(out)
+
+
+def test_http_flv_viewers_share_tag_bytes_over_real_http_connections():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from rtmpserver.http.site import build_site
+
+    f, _ = make()
+    site = build_site(f, f.config.http["main"])
+    pub, sid = live_stream(f)
+    viewers = []
+    for port in (6001, 6002):
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        parts: list = []
+        orig = transport.writeSequence
+        transport.writeSequence = lambda seq, orig=orig, parts=parts: (parts.append(list(seq)), orig(seq))
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        viewers.append((channel, transport, parts))
+    frame = inter(3000)
+    pub.client.send(m.VideoMessage(33, sid, frame))
+    pub.client.send(m.AudioMessage(40, sid, aac()))
+    for _, _, parts in viewers:
+        parts.clear()
+    pub.proto.dataReceived(pub.client.data_to_send())  # one read of the publisher, two messages
+    shared = []
+    for _, transport, parts in viewers:
+        assert len(parts) == 1 and len(parts[0]) == 6  # both tags in one write: (head, payload, tail) x 2
+        shared.append(parts[0][1])
+        head, _, rest = transport.value().partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        reader = FLVReader()
+        tags = reader.feed(_dechunk(rest))
+        assert [t.payload for t in tags][-2:] == [frame, aac()]
+        assert [t.timestamp for t in tags][-2:] == [33, 40]
+    # The publisher's payload object itself went to both viewers: not copied per viewer.
+    assert shared[0] is shared[1]
+    # Unpublishing ends both responses with the last chunk, after every tag.
+    pub.call("deleteStream", None, float(sid))
+    for _, transport, _ in viewers:
+        assert transport.value().endswith(b"0\r\n\r\n")
+        _dechunk(transport.value().partition(b"\r\n\r\n")[2])
+
+
+def test_http_flv_over_http_1_0_is_raw_flv_on_the_direct_path():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from rtmpserver.http.site import build_site
+
+    f, _ = make()
+    site = build_site(f, f.config.http["main"])
+    pub, sid = live_stream(f)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6003))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 6003))
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /live/cam.flv HTTP/1.0\r\n\r\n")
+    pub.send_media(sid, "v", 33, inter())
+    head, _, rest = transport.value().partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower()
+    tags = FLVReader().feed(rest)
+    assert [t.payload for t in tags][-3:] == [key(), aac(), inter()]
