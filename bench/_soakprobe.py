@@ -13,6 +13,7 @@ only reads, holding the GIL for a few milliseconds per sample.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import sys
@@ -27,7 +28,31 @@ WATCHED = (
 )
 
 
+class _Mallinfo2(ctypes.Structure):
+    # glibc's struct mallinfo2 (malloc.h): every field a size_t.
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo():
+    """glibc's own accounting: heap obtained with brk/sbrk (``arena``), mmapped blocks (``hblkhd``),
+    bytes in use (``uordblks``) and free inside the heap (``fordblks``); None off glibc.  Python's
+    small-object arenas are mmapped directly and not counted here: large bytes objects (media
+    payloads, chunk buffers) are."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Mallinfo2
+
+    def read() -> dict:
+        mi = fn()
+        return {"heap": mi.arena, "mmapped": mi.hblkhd, "in_use": mi.uordblks, "free": mi.fordblks}
+    return read
+
+
 def sample(out, interval: float) -> None:
+    mallinfo = _mallinfo()
     watched = set(WATCHED)
     t0 = time.monotonic()
     while True:
@@ -47,6 +72,8 @@ def sample(out, interval: float) -> None:
             "collections": [s["collections"] for s in gc.get_stats()],
             "types": dict(counts),
         }
+        if mallinfo is not None:
+            line["malloc"] = mallinfo()
         out.write(json.dumps(line) + "\n")
         out.flush()
 

@@ -398,6 +398,10 @@ def main() -> int:
             print(f"Python allocated blocks: {after[0]['blocks']} -> {after[-1]['blocks']} ({blocks_slope:+.0f}/h); "
                   f"gc-tracked objects {after[0]['gc_objects']} -> {after[-1]['gc_objects']}; "
                   f"full collections {after[-1]['collections'][2] - after[0]['collections'][2]}")
+            if "malloc" in after[0]:
+                m0, m1 = after[0]["malloc"], after[-1]["malloc"]
+                print("glibc malloc (MB, after warm-up -> at end): " + ", ".join(
+                    f"{k} {m0[k] / 1e6:.2f}->{m1[k] / 1e6:.2f}" for k in ("heap", "in_use", "free", "mmapped")))
             print("live objects after warm-up -> at end: " + ", ".join(
                 f"{k} {types0.get(k, 0)}->{types1.get(k, 0)}" for k in sorted(set(types0) | set(types1))))
         print(f"fds: baseline {baseline_fds}; cycles not back at baseline: {fd_bad or 'none'}")
