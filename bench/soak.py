@@ -176,6 +176,22 @@ class SoakServer:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def rss_by_mapping(self) -> dict[str, int]:
+        """Resident KiB by kind of mapping (/proc/PID/smaps): the brk heap (glibc malloc), anonymous
+        mappings (Python's object arenas, large mallocs, thread stacks) and file-backed ones
+        (the interpreter's and libraries' code and data, paged in as first used)."""
+        out = {"heap": 0, "anon": 0, "file": 0, "other": 0}
+        kind = "other"
+        with open(f"/proc/{self.pid}/smaps") as f:
+            for line in f:
+                first = line.split(None, 6)
+                if "-" in first[0] and len(first) >= 5 and ":" in first[3]:
+                    path = first[5].strip() if len(first) > 5 else ""
+                    kind = "heap" if path == "[heap]" else "anon" if not path else "file" if path.startswith("/") else "other"
+                elif first[0] == "Rss:":
+                    out[kind] += int(first[1])
+        return out
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -338,7 +354,8 @@ def main() -> int:
             while server.fds() != baseline_fds and time.monotonic() < deadline:
                 time.sleep(0.1)
             s = sample("cycle-end")
-            cycles.append({"cycle": n, "t": s["t"], "rss_kib": s["rss_kib"], "fds": s["fds"], "overran": overran, "failed": failed})
+            cycles.append({"cycle": n, "t": s["t"], "rss_kib": s["rss_kib"], "fds": s["fds"], "overran": overran, "failed": failed,
+                           "rss_by_mapping_kib": server.rss_by_mapping()})
             print(f"cycle {n:3d} t={s['t']:7.1f}s rss={s['rss_kib'] / 1024:7.2f} MB fds={s['fds']} clients failed={failed} overran={overran}", flush=True)
             wait_sampling(deadline)
             n += 1
@@ -404,6 +421,12 @@ def main() -> int:
                     f"{k} {m0[k] / 1e6:.2f}->{m1[k] / 1e6:.2f}" for k in ("heap", "in_use", "free", "mmapped")))
             print("live objects after warm-up -> at end: " + ", ".join(
                 f"{k} {types0.get(k, 0)}->{types1.get(k, 0)}" for k in sorted(set(types0) | set(types1))))
+        wc = [c for c in cycles if c["t"] >= warmup]
+        if wc:
+            print("RSS by mapping (MB, first quiet point after warm-up -> last; slope MB/h): " + ", ".join(
+                f"{k} {wc[0]['rss_by_mapping_kib'][k] / 1024:.2f}->{wc[-1]['rss_by_mapping_kib'][k] / 1024:.2f} "
+                f"({slope_per_hour([(c['t'], c['rss_by_mapping_kib'][k] / 1024) for c in wc]):+.2f})"
+                for k in ("heap", "anon", "file", "other")))
         print(f"fds: baseline {baseline_fds}; cycles not back at baseline: {fd_bad or 'none'}")
         print(f"steady players: {report['disconnected']} disconnected; video messages per player {min(videos, default=0)}..{max(videos, default=0)} "
               f"(~{expected_video:.0f} sent); churn clients failed or overran: {client_failures}")
