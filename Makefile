@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-example lint venv system-deps bench bench-load clean
+.PHONY: run test test-example lint venv system-deps bench bench-load bench-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-load: venv system-deps
 	@command -v nginx >/dev/null 2>&1 && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light libnginx-mod-rtmp; }
 	$(PY) bench/load.py --compare-nginx --rtmps $(BENCH_ARGS)
+
+# The soak test: steady fan-out plus FFmpeg publisher/player churn, RSS and fds of the server
+# sampled, PASS/FAIL on the RSS slope; 10 minutes unless SOAK_ARGS says otherwise (--minutes 60).
+SOAK_ARGS ?=
+bench-soak: venv system-deps
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

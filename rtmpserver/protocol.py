@@ -261,6 +261,10 @@ class RTMPServerProtocol(protocol.Protocol):
                 resyncs=stats.resyncs,
                 reason=s.close_reason,
             )
+        # Session.link is this protocol: drop our side of the cycle so the ended session, its
+        # codec state and stats are freed by reference counting now, not at the next full
+        # collection of the cyclic GC (docs/performance.md, "Memory under churn").
+        self.session = None
 
     # -- IPushProducer (flow control from the transport) ------------------------------------
 

@@ -108,7 +108,6 @@ class Session:
         self.chains = chains or {}
         self.chain = None
         self.handler_data: dict = {}
-        self.view = SessionView(self)
         self.state = State.HANDSHAKE
         self._queued: list = []
         self.config = config
@@ -146,6 +145,13 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def view(self) -> SessionView:
+        """What handlers see of this session. Made on each use: a stored view would be a reference
+        cycle (session -> view -> session) that keeps every ended session alive until the cyclic
+        GC's next full collection (docs/performance.md, "Memory under churn")."""
+        return SessionView(self)
 
     @property
     def handshake_complete(self) -> bool:
