@@ -202,22 +202,25 @@ class FLVClient(LiveSink):
             self.request.finish()
 
 
-def serve_flv(request, factory, http_config, registry: set, app: str, name: str):
-    """Render an HTTP-FLV request (called by the site's router): the app's chain decides first."""
+def _text(request, code: int, body: bytes) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return body
+
+
+def serve_live_viewer(request, factory, http_config, registry: set, protocol: str, app: str, name: str, attach):
+    """What HTTP-FLV and WebSocket-FLV share: the viewer limits, the chain's decision
+    (``protocol`` as the handlers see it), the live stream found (through the inter-worker relay
+    when ``[server] workers`` > 1), then ``attach(req, live, app_config, ended)`` starts delivery
+    (``ended(reason)`` reports the viewer's end to the chain)."""
     app_config = factory.config.apps.get(app)
     if app_config is None:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return f"no live stream {app}/{name}\n".encode()
+        return _text(request, 404, f"no live stream {app}/{name}\n".encode())
     if len(registry) >= http_config.max_flv_clients:
-        request.setResponseCode(503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"too many HTTP-FLV clients\n"
+        return _text(request, 503, b"too many HTTP-FLV clients\n")
     host = str(getattr(request.getClientAddress(), "host", "?"))
     if sum(1 for c in registry if c.host == host) >= http_config.max_flv_clients_per_ip:
-        request.setResponseCode(503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"too many HTTP-FLV clients from your address\n"
+        return _text(request, 503, b"too many HTTP-FLV clients from your address\n")
 
     def final(req, view, fetched: bool = False):
         live = factory.hub.get(app, req.name)
@@ -236,8 +239,18 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
             view.closed = True
             chain.close_stream(StreamClosed(app=app, name=req.name, role="player", reason=reason, session=view))
 
+        return attach(req, live, app_config, ended)
+
+    return decide_play(factory, request, protocol, app, name, final)[1]
+
+
+def serve_flv(request, factory, http_config, registry: set, app: str, name: str):
+    """Render an HTTP-FLV request (called by the site's router): the app's chain decides first."""
+
+    def attach(req, live, app_config, ended):
         request.setHeader(b"content-type", b"video/x-flv")
         request.setHeader(b"cache-control", b"no-cache")
+
         def stalled() -> None:
             factory.stats["send_timeouts"] += 1
 
@@ -245,4 +258,4 @@ def serve_flv(request, factory, http_config, registry: set, app: str, name: str)
                   send_timeout=factory.config.limits.send_timeout, on_stalled=stalled).start(factory.clock.seconds())
         return None
 
-    return decide_play(factory, request, "http-flv", app, name, final)[1]
+    return serve_live_viewer(request, factory, http_config, registry, "http-flv", app, name, attach)

@@ -28,11 +28,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rtmpserver.errors import Rejected
-from rtmpserver.http.viewers import decide_play
+from rtmpserver.http.flv import serve_live_viewer
 from rtmpserver.hub import Frame
 from rtmpserver.interfaces import IMonitoredClient
 from rtmpserver.media.flv import file_header, previous_tag_size, tag_header
-from rtmpserver.requests import StreamClosed
 from rtmpserver.sinks import LiveSink
 
 __all__ = ["WSFLVClient", "is_upgrade", "serve_ws_flv"]
@@ -187,40 +186,11 @@ def _factory() -> WebSocketServerFactory:
 
 def serve_ws_flv(request, factory, http_config, registry: set, app: str, name: str):
     """Render a WebSocket-FLV upgrade request (called by the site's router); the chain decides first."""
-    app_config = factory.config.apps.get(app)
-    if app_config is None:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return f"no live stream {app}/{name}\n".encode()
-    host = str(getattr(request.getClientAddress(), "host", "?"))
-    port = getattr(request.getClientAddress(), "port", "")
-    if len(registry) >= http_config.max_flv_clients:
-        request.setResponseCode(503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"too many HTTP-FLV clients\n"
-    if sum(1 for c in registry if c.host == host) >= http_config.max_flv_clients_per_ip:
-        request.setResponseCode(503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"too many HTTP-FLV clients from your address\n"
+    address = request.getClientAddress()
+    host = str(getattr(address, "host", "?"))
+    port = getattr(address, "port", "")
 
-    def final(req, view, fetched: bool = False):
-        live = factory.hub.get(app, req.name)
-        if (live is None or not live.active) and not fetched and factory.hub.fetch is not None:
-            # [server] workers: published by another worker, served here through a relay (as
-            # HTTP-FLV does, rtmpserver.http.flv).
-            waiting = factory.hub.fetch(app, req.name)
-            if waiting is not None:
-                return waiting.addCallback(lambda _: final(req, view, True))
-        if view.closed:
-            raise Rejected("NetStream.Play.Failed", "the client left before the decision")
-        if live is None or not live.active:
-            raise Rejected("NetStream.Play.StreamNotFound", f"no live stream {app}/{req.name}")
-        chain = factory.chains[app]
-
-        def ended(reason: str) -> None:
-            view.closed = True
-            chain.close_stream(StreamClosed(app=app, name=req.name, role="player", reason=reason, session=view))
-
+    def attach(req, live, app_config, ended):
         def start(proto) -> WSFLVClient:
             client = WSFLVClient(proto, live, app_config, registry, host, port, ended)
             client.start(factory.clock.seconds())
@@ -243,4 +213,4 @@ def serve_ws_flv(request, factory, http_config, registry: set, app: str, name: s
         WebSocketResource(wsf).render(request)
         return None
 
-    return decide_play(factory, request, "ws-flv", app, name, final)[1]
+    return serve_live_viewer(request, factory, http_config, registry, "ws-flv", app, name, attach)
