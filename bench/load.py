@@ -245,6 +245,7 @@ class Server:
                     "access_log = no\n"
                     "[limits]\n"
                     "max_connections_per_ip = 100000\n"
+                    "max_pending_per_ip = 100000\n"  # the load generator connects in bursts from one address
                     "idle_timeout = 300\n"
                     "handshake_timeout = 30\n"
                     "[app:live]\n"

@@ -151,6 +151,8 @@ class SoakServer:
         text = _sub(r"^listen = tcp:1935$", f"listen = tcp:{self.port}:interface={HOST}", text)
         text = _sub(r"^listen = tcp:8080:interface=127\.0\.0\.1$", f"listen = tcp:{self.http_port}:interface={HOST}", text)
         text = _sub(r"^max_connections_per_ip = \d+", "max_connections_per_ip = 100000", text)
+        # Every client comes from one address, the steady players in a burst.
+        text = _sub(r"^max_pending_per_ip = \d+", "max_pending_per_ip = 100000", text)
         conf = os.path.join(self.dir, "server.ini")
         with open(conf, "w") as f:
             f.write(text)

@@ -55,7 +55,7 @@ def run(kind: str, version: ssl.TLSVersion, seconds: float, clients: int, workdi
         "server": {"listen": [f"tcp:{port}:interface=127.0.0.1",
                               f"ssl:{ssl_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
                    "name": "bench", "access_log": "no"},
-        "limits": {"max_connections_per_ip": "100000"},
+        "limits": {"max_connections_per_ip": "100000", "max_pending_per_ip": "100000"},
         "app:live": {"handlers": "live"},
     }))  # fmt: skip
     server = helpers.ServerProcess(workdir, config, [port, ssl_port])
