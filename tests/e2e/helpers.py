@@ -575,3 +575,17 @@ def wait_closed_by_peer(sock: socket.socket, timeout: float) -> tuple[bool, int,
             return True, received, "eof"
         received += len(data)
     return False, received, "still open"
+
+
+def wait_live(port: int, app: str, name: str, timeout: float = 15.0) -> None:
+    """Wait until ``app/name`` on the plain RTMP listener ``port`` delivers video, instead of a fixed
+    sleep before a player joins: a probe player of our own plays live only and disconnects."""
+    from tests.e2e.rtmpclient import Player
+
+    probe = Player(port, app, timeout=timeout)
+    try:
+        probe.play(name, -1000.0)
+        if not probe.wait_for(lambda: any(e.kind == "video" for e in probe.events), timeout):
+            raise AssertionError(f"{app}/{name} delivered no video within {timeout} s")
+    finally:
+        probe.close()

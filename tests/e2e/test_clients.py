@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import check_media
+from tests.e2e.helpers import check_media, wait_live
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ def test_librtmp_player_gets_a_clean_stream(e2e, tmp_path):
     srv = e2e.server()
     url = srv.url("live/librtmp")
     pub = e2e.publish(url, seconds=7)
-    time.sleep(1.5)
+    wait_live(srv.port, "live", "librtmp")
     out = tmp_path / "librtmp.flv"
     # A live pull never ends by itself: rtmpdump runs for 4 s and is then stopped.
     p = subprocess.Popen([rtmpdump, "-q", "-v", "-r", url, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

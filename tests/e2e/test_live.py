@@ -43,7 +43,7 @@ def test_push_then_pull_gives_clean_h264_aac(e2e):
     srv = e2e.server()
     url = srv.url("live/basic")
     pub = e2e.publish(url, seconds=6)
-    time.sleep(1.0)
+    helpers.wait_live(srv.port, "live", "basic")
     player = e2e.play(url, seconds=3)
     player.wait_ok(timeout=20)
     summary = check_media(player.out_path, **_frames(3), context=e2e.context(pub, player))
@@ -58,7 +58,7 @@ def test_four_players_at_once(e2e):
     srv = e2e.server()
     url = srv.url("live/many")
     pub = e2e.publish(url, seconds=6)
-    time.sleep(1.0)
+    helpers.wait_live(srv.port, "live", "many")
     players = [e2e.play(url, seconds=3) for _ in range(4)]
     for p in players:
         p.wait_ok(timeout=25)
