@@ -11,6 +11,7 @@ import time
 import pytest
 
 from rtmpserver.handlers.auth import sign_url
+from tests.e2e import helpers
 from tests.e2e.helpers import FPS, check_media, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +41,7 @@ def _refused(e2e, pub, srv, what: str) -> None:
 def test_stream_key_publishes_under_the_mapped_name_and_a_player_gets_media(e2e):
     srv = auth_server(e2e, stream_keys=f"alice:{KEY}")
     pub = e2e.publish(srv.url(f"live/{KEY}"), seconds=6)
-    time.sleep(1.5)
+    helpers.wait_live(srv.port, "live", "alice")
     player = e2e.play(srv.url("live/alice"), seconds=3)
     player.wait_ok(timeout=25)
     check_media(player.out_path, **_media(3), context=e2e.context(pub, player))

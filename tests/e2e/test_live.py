@@ -174,7 +174,7 @@ def test_publisher_clean_disconnect_then_new_publish(e2e):
     assert srv.alive(), "server died when the publisher disconnected"
 
     second = e2e.publish(url, seconds=4)
-    time.sleep(1.0)
+    helpers.wait_live(srv.port, "live", url.rsplit("/", 1)[1])
     player = e2e.play(url, seconds=2)
     player.wait_ok(timeout=20)
     check_media(player.out_path, **_frames(2), context=e2e.context(second, player))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 
 import pytest
 
+from tests.e2e import helpers
 from tests.e2e.helpers import FPS, check_media
 
 pytestmark = pytest.mark.e2e
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_rtmps_push_and_pull(e2e):
     srv = e2e.server(need_process=True)
     pub = e2e.publish(srv.url("live/secure", tls=True), seconds=6)
-    time.sleep(1.0)
+    helpers.wait_live(srv.port, "live", "secure")
     over_tls = e2e.play(srv.url("live/secure", tls=True), seconds=3, name="tls-player")
     # One hub for both listeners: a plain RTMP player sees what came in over TLS.
     plain = e2e.play(srv.url("live/secure"), seconds=3, name="plain-player")

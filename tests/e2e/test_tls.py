@@ -8,7 +8,6 @@ import datetime
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
@@ -106,7 +105,7 @@ def test_tls13_sends_no_session_ticket(e2e):
 def test_ffmpeg_publishes_over_rtmps(e2e, kind):
     srv = tls_server(e2e, kind)
     pub = e2e.publish(srv.url(f"live/{kind}", tls=True), seconds=6)
-    time.sleep(1.0)  # the player must join a running stream (as in test_rtmps.py)
+    helpers.wait_live(srv.port, "live", kind)  # the player must join a running stream
     player = e2e.play(srv.url(f"live/{kind}"), seconds=3)
     player.wait_ok(timeout=20)
     check_media(player.out_path, min_video_frames=3 * FPS - 9, max_video_frames=3 * FPS + 5,
@@ -118,7 +117,7 @@ def test_rtmpdump_plays_over_tls13(e2e):
     """librtmp 2.4 with GnuTLS: fails 'RTMP_Connect1, handshake failed' if TLS 1.3 tickets come."""
     srv = tls_server(e2e)
     pub = e2e.publish(srv.url("live/dump"), seconds=10)
-    time.sleep(1.0)
+    helpers.wait_live(srv.port, "live", "dump")
     out = e2e.workdir / "rtmpdump.flv"
     proc = subprocess.run(
         # -m 4: librtmp ends 4 s after the last byte (no UnpublishNotify by default, docs/handlers.md live)
