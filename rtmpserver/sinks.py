@@ -139,7 +139,10 @@ class LiveSink:
     def restart(self) -> None:
         """(Re)start from what the stream has cached: metadata, sequence headers, GOP."""
         self.pub_base = None
-        self.player_base = self.last_ts if self.frames_sent else 0
+        # After a previous publisher, continue one millisecond on: repeating the last timestamp
+        # gives the new stream's first frames the old one's last DTS (FFmpeg: "non monotonically
+        # increasing dts").
+        self.player_base = self.last_ts + 1 if self.frames_sent else 0
         self.need_key = True
         self._audio_free = True
         self.backlog.clear()

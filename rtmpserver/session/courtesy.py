@@ -15,7 +15,7 @@ from rtmpserver.codec import messages as m
 if TYPE_CHECKING:
     from rtmpserver.session.netconnection import Session
 
-__all__ = ["release_stream", "fc_publish", "fc_unpublish", "fc_subscribe", "get_stream_length", "checkbw"]
+__all__ = ["release_stream", "fc_publish", "fc_unpublish", "fc_subscribe", "checkbw"]
 
 
 def _first_name(cmd: m.CommandMessage) -> str:
@@ -43,10 +43,6 @@ def fc_unpublish(session: Session, cmd: m.CommandMessage) -> None:
 
 def fc_subscribe(session: Session, cmd: m.CommandMessage) -> None:
     session.command("onFCSubscribe", 0, None, {"code": "NetStream.Play.Start", "description": _first_name(cmd)})
-
-
-def get_stream_length(session: Session, cmd: m.CommandMessage) -> None:
-    session.command("_result", cmd.transaction_id, None, 0.0)
 
 
 def checkbw(session: Session, cmd: m.CommandMessage) -> None:
