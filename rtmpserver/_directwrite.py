@@ -53,7 +53,8 @@ class TwistedWriter:
     def __init__(self, transport) -> None:
         self.transport = transport
 
-    def write_sequence(self, parts: list) -> None:
+    def write_sequence(self, parts: list, total: int | None = None) -> None:
+        """Send ``parts`` in order (``total``: their summed length, when the caller knows it)."""
         self.transport.writeSequence(parts)
 
     def queued(self) -> int:
@@ -80,7 +81,7 @@ class TLSWriter(TwistedWriter):
         if _BufferingTLS is not None and isinstance(transport, _BufferingTLS) and hasattr(transport, "_aggregator"):
             self._write = _TLSMemoryBIO.write
 
-    def write_sequence(self, parts: list) -> None:
+    def write_sequence(self, parts: list, total: int | None = None) -> None:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         t = self.transport
         if self._write is not None and not t.disconnecting:
@@ -106,7 +107,7 @@ class DirectWriter:
         t = self.transport
         return len(t.dataBuffer) - t.offset + t._tempDataLen
 
-    def write_sequence(self, parts: list) -> None:
+    def write_sequence(self, parts: list, total: int | None = None) -> None:
         t = self.transport
         # Anything queued (or a half-closed / closing transport): keep order, let Twisted do it.
         if t._tempDataLen or t.dataBuffer or not t.connected or t.disconnecting or t._writeDisconnected:
@@ -126,7 +127,7 @@ class DirectWriter:
             return
         self.sent += n
         if rest is None:
-            if n == sum(map(len, head)):  # the common case: the kernel took it all
+            if n == (total if total is not None else sum(map(len, head))):  # the common case: all taken
                 return
             for i, part in enumerate(head):
                 size = len(part)

@@ -13,15 +13,49 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 
 from rtmpserver.codec.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, continuation
-from rtmpserver.interfaces import IDetachableSink
+from rtmpserver.interfaces import ICohortSink, IDetachableSink
 from rtmpserver.media.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, video_flags
 
-__all__ = ["Frame", "LiveStream", "Hub", "AUDIO", "VIDEO", "DATA"]
+__all__ = ["Frame", "LiveStream", "Hub", "MediaBatch", "AUDIO", "VIDEO", "DATA"]
 
 # Message type ids of audio, video and AMF0 data: the same numbers as FLV tag types.
 AUDIO, VIDEO, DATA = TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT
 
 _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
+
+# Sinks waiting outside a cohort are looked at on a video keyframe (or, without video, a message)
+# at most this often, in stream time (ms).
+_GATHER_EVERY = 1000
+
+
+class MediaBatch:
+    """Writes to players held while media is fanned out, flushed when it ends.
+
+    A publisher's read (one ``dataReceived``) often carries several messages; each is fanned out
+    to every player. Instead of one write per message per player, each player's share of the read
+    goes out in one write (one ``sendmsg``) when the read has been handled: no timer, so no added
+    latency, and a fraction of the system calls. ``depth`` counts the fan-outs and reads being
+    handled; connections in ``dirty`` are flushed (``flush_merged()``) when it comes back to 0.
+    One per hub, so RTMP, RTMPS and HTTP-FLV players of a stream share it whatever their listener.
+    """
+
+    __slots__ = ("depth", "dirty")
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.dirty: list = []
+
+    def end(self) -> None:
+        self.depth -= 1
+        if self.depth or not self.dirty:
+            return
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            try:
+                conn.flush_merged()
+            except Exception:
+                self._log.failure("flushing {peer} failed", peer=conn.peer)
 
 
 class Frame:
@@ -81,6 +115,12 @@ class LiveStream:
         self.name = name
         self.publisher = None
         self.sinks: list = []
+        # Fan-out (docs/architecture.md, "Fan-out"): ``sinks`` is every sink; each message goes to
+        # each cohort (IOutputCohort: steady players sent the same bytes, worked out once) and to
+        # each sink in ``_solo`` (everything else, one call each).
+        self._solo: list = []
+        self._cohorts: dict = {}
+        self._gather_at: int | None = None
         self.metadata: Frame | None = None
         self.video_header: Frame | None = None
         self.audio_header: Frame | None = None
@@ -128,6 +168,7 @@ class LiveStream:
         self.metadata = self.video_header = self.audio_header = None
         self.has_video = False
         self._reset_gop()
+        self._dissolve()
         for sink in list(self.sinks):
             self._call(sink, sink.stream_started, self)
         if self.hub.observers:
@@ -138,6 +179,7 @@ class LiveStream:
             return
         publisher, self.publisher = self.publisher, None
         self._reset_gop()
+        self._dissolve()
         for sink in list(self.sinks):
             self._call(sink, sink.stream_stopped, self)
         if self.hub.observers:
@@ -210,20 +252,104 @@ class LiveStream:
         self.gop.append(frame)
 
     def _fanout(self, frame: Frame) -> None:
-        sink = None
+        batch = self.hub.batch
+        batch.depth += 1  # what players are sent goes out when the outermost fan-out or read ends
         try:
-            for sink in self.sinks:
-                sink.frame(frame)
-        except Exception:
-            # Sinks run on the publisher's data path: a bug in one (a player, a recorder, an HLS
-            # writer) must not close the publisher or starve the others. The failed sink is
-            # detached and the frame goes on to the sinks after it. (A try costs nothing when
-            # nothing raises, so the common path stays one plain loop.)
-            sinks = list(self.sinks)
-            rest = sinks[sinks.index(sink) + 1 :]
-            self._failed(sink, "frame")
-            for other in rest:
-                self._call(other, other.frame, frame)
+            solo = self._solo
+            if self._cohorts:
+                self._to_cohorts(frame)
+            sink = None
+            try:
+                for sink in solo:
+                    sink.frame(frame)
+            except Exception:
+                # Sinks run on the publisher's data path: a bug in one (a player, a recorder, an HLS
+                # writer) must not close the publisher or starve the others. The failed sink is
+                # detached and the frame goes on to the sinks after it. (A try costs nothing when
+                # nothing raises, so the common path stays one plain loop.)
+                sinks = list(solo)
+                rest = sinks[sinks.index(sink) + 1 :]
+                self._failed(sink, "frame")
+                for other in rest:
+                    self._call(other, other.frame, frame)
+            if frame.keyframe and not frame.header and solo:
+                at = self._gather_at
+                ts = frame.timestamp
+                if at is None or not 0 <= ts - at < _GATHER_EVERY:
+                    self._gather_at = ts
+                    self._gather()
+        finally:
+            batch.end()
+
+    def _to_cohorts(self, frame: Frame) -> None:
+        emptied = None
+        for key, cohort in self._cohorts.items():
+            try:
+                left = cohort.frame(frame)
+            except Exception:
+                self._log.failure("cohort of {app}/{name} failed; its members go on alone", app=self.app, name=self.name)
+                left = self._release_all(cohort)
+            if left:
+                # Members that left before this message: they get it (and the rest) on their own.
+                self._solo.extend(left)
+            if not cohort.members:
+                emptied = [key] if emptied is None else [*emptied, key]
+        if emptied:
+            for key in emptied:
+                del self._cohorts[key]
+
+    def _gather(self) -> None:
+        """Put steady sinks that are on their own into the cohort of their key (made if needed)."""
+        cohorts = self._cohorts
+        joined = None
+        for sink in self._solo:
+            if not ICohortSink.providedBy(sink):
+                continue
+            key = sink.cohort_key()
+            if key is None:
+                continue
+            cohort = cohorts.get(key)
+            if cohort is None:
+                cohort = cohorts[key] = sink.new_cohort(self)
+            if cohort.admit(sink):
+                joined = [sink] if joined is None else [*joined, sink]
+        if joined:
+            gone = set(map(id, joined))
+            self._solo = [s for s in self._solo if id(s) not in gone]
+        for key in [k for k, c in cohorts.items() if not c.members]:
+            del cohorts[key]
+
+    def _release_all(self, cohort) -> list:
+        left = list(cohort.members)
+        for sink in left:
+            try:
+                cohort.release(sink)
+            except Exception:
+                self._log.failure("releasing {sink!r} from a cohort failed", sink=sink)
+        return left
+
+    def _dissolve(self) -> None:
+        """Every cohort's members go back on their own (before a publisher starts or stops)."""
+        for cohort in self._cohorts.values():
+            self._solo.extend(self._release_all(cohort))
+        self._cohorts.clear()
+
+    def _unlist(self, sink) -> None:
+        """``sink`` (just taken out of ``sinks``) leaves the fan-out lists."""
+        if sink not in self._solo:
+            self.release(sink)  # a cohort member: its counters and state first
+        if sink in self._solo:
+            self._solo.remove(sink)
+
+    def release(self, sink) -> None:
+        """Take ``sink`` out of its cohort (it handles its own delivery from the next message)."""
+        for key, cohort in self._cohorts.items():
+            if sink in cohort.members:
+                cohort.release(sink)
+                self._solo.append(sink)
+                if not cohort.members:
+                    del self._cohorts[key]
+                return
 
     def _call(self, sink, method, arg) -> None:
         """``method`` (a bound IMediaSink method of ``sink``) with ``arg``; a failure detaches ``sink``."""
@@ -240,6 +366,7 @@ class LiveStream:
         )
         if sink in self.sinks:
             self.sinks.remove(sink)
+            self._unlist(sink)
         if IDetachableSink.providedBy(sink):
             try:
                 sink.detach()
@@ -262,6 +389,7 @@ class LiveStream:
 
     def add_sink(self, sink) -> None:
         self.sinks.append(sink)
+        self._solo.append(sink)
         if self.publisher is not None:
             self._call(sink, sink.stream_started, self)
         if self.hub.observers:
@@ -272,6 +400,7 @@ class LiveStream:
             self.sinks.remove(sink)
         except ValueError:
             return
+        self._unlist(sink)
         if self.hub.observers:
             self.hub._tell(lambda o: o.sink_removed(self, sink))
         self.hub._maybe_discard(self)
@@ -291,6 +420,8 @@ class Hub:
         # here too (an inter-worker relay started), or None when no other worker publishes it.
         self.fetch = None
         self.observers: list = []
+        # Shared by every listener's connections and HTTP viewers (MediaBatch).
+        self.batch = MediaBatch()
 
     def get(self, app: str, name: str) -> LiveStream | None:
         return self.streams.get((app, name))

@@ -130,6 +130,49 @@ class IPlayerStream(IDetachableSink):
         """``receiveVideo``: video comes back at a keyframe."""
 
 
+class ICohortSink(IMediaSink):
+    """A sink whose output, once it is steady, is the same bytes as other such sinks' output.
+
+    Players of one live stream that receive every message and keep up are sent identical chunk
+    headers and bodies (relative timestamps, shared bodies). The stream then puts them in an
+    ``IOutputCohort``: the cohort works out each message's bytes once and hands them to every
+    member, instead of a call chain per player per message (docs/architecture.md, "Fan-out").
+    While a sink is a member the cohort holds its delivery state; the sink must ask its stream
+    (``LiveStream.release``) to take it out before it changes or reads that state itself.
+    """
+
+    def cohort_key():
+        """A hashable key of the cohorts this sink may join now, or None when it is not steady
+        (paused, filtering, waiting for a keyframe, backlogged, its output full...)."""
+
+    def new_cohort(stream):
+        """A new, empty ``IOutputCohort`` for sinks of this sink's key on ``stream``."""
+
+
+class IOutputCohort(Interface):
+    """Sinks of one stream sent the same bytes for each message; made by ``ICohortSink.new_cohort``."""
+
+    members = Attribute("the member sinks (a collection; the cohort's own, not to be changed)")
+
+    def admit(sink):
+        """Take ``sink`` in if its state lines up with the cohort's (the first one always does);
+        returns whether it did."""
+
+    def frame(frame):
+        """Deliver ``frame`` to every member. Returns a list of sinks that left the cohort and
+        must be given ``frame`` on their own (empty in the steady state); when the cohort cannot
+        share a message (a data message, a sequence header) every member leaves."""
+
+    def release(sink):
+        """Hand ``sink`` its delivery state back and take it out."""
+
+    def sync(sink):
+        """Bring ``sink``'s counters (messages and bytes sent) up to date; it stays a member."""
+
+    def position(sink):
+        """The timestamp of the last message ``sink`` was sent, as its own ``last_ts`` would say."""
+
+
 class IMonitoredClient(Interface):
     """A client as monitoring shows it: an RTMP connection, one of its NetStreams, an HTTP-FLV viewer."""
 

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from rtmpserver._directwrite import writer_for
 from rtmpserver.config import ServerConfig
 from rtmpserver.errors import RemoteProtocolError
-from rtmpserver.hub import Hub
+from rtmpserver.hub import Hub, MediaBatch
 from rtmpserver.interfaces import ITunnelTransport
 from rtmpserver.session import Session
 
@@ -82,35 +82,6 @@ class Refused(protocol.Protocol):
         self.transport.abortConnection()
 
 
-class MediaBatch:
-    """Writes to players held while one read of a publisher is handled, flushed when it ends.
-
-    A publisher's read (one ``dataReceived``) often carries several messages; each is fanned out
-    to every player. Instead of one write per message per player, each player's share of the read
-    goes out in one write (one ``sendmsg``) when the read has been handled: no timer, so no added
-    latency, and a fraction of the system calls. ``depth`` counts the reads being handled (one in
-    practice; nested when a handler feeds another connection synchronously).
-    """
-
-    __slots__ = ("depth", "dirty")
-    _log = Logger()
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.dirty: list[RTMPServerProtocol] = []
-
-    def end(self) -> None:
-        self.depth -= 1
-        if self.depth or not self.dirty:
-            return
-        dirty, self.dirty = self.dirty, []
-        for conn in dirty:
-            try:
-                conn.flush_merged()
-            except Exception:
-                self._log.failure("flushing {peer} failed", peer=conn.peer)
-
-
 @implementer(IPushProducer)
 class RTMPServerProtocol(protocol.Protocol):
     _log = Logger()
@@ -128,6 +99,8 @@ class RTMPServerProtocol(protocol.Protocol):
         self._merge_delay = 0.0
         self.writer = None  # rtmpserver._directwrite: how output reaches the transport
         self.full_since: float | None = None  # when the transport became full (send_timeout)
+        # The PlayerCohort sending this connection's media, if any (rtmpserver.session.cohort).
+        self.cohort = None
 
     @property
     def bytes_in(self) -> int:
@@ -136,6 +109,8 @@ class RTMPServerProtocol(protocol.Protocol):
     # -- Link (what the session uses) -------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self.cohort is not None:
+            self.cohort.before_write(self)
         held = self._held
         if held:
             # After the media already held for this connection, in the same write.
@@ -146,6 +121,8 @@ class RTMPServerProtocol(protocol.Protocol):
         self.writer.write_sequence([data])
 
     def write_sequence(self, parts: list) -> None:
+        if self.cohort is not None:
+            self.cohort.before_write(self)
         held = self._held
         if held:
             held += parts
@@ -347,7 +324,7 @@ class RTMPServerFactory(protocol.Factory):
             chains = build_chains(config, self.hub, clock, metrics=self.metrics)
         self.chains = chains
         self.merger = WriteMerger(clock)
-        self.batch = MediaBatch()
+        self.batch: MediaBatch = self.hub.batch  # shared by every listener of the hub
         # Straight-to-socket writes on plain TCP (rtmpserver._directwrite); False: Twisted's path only.
         self.direct_writes = True
         self.connections: set[RTMPServerProtocol] = set()

@@ -159,6 +159,9 @@ class Session:
 
     @property
     def bytes_out(self) -> int:
+        for stream in self.streams.values():
+            if type(stream) is PlayerStream:
+                stream.sync_counters()  # bytes a PlayerCohort sent for it
         return self.conn.bytes_sent + self.stats.media_bytes_out
 
     # -- IMonitoredClient -------------------------------------------------------------------
@@ -385,6 +388,10 @@ class Session:
             return
         sid = self._next_stream_id
         self._next_stream_id += 1
+        for stream in self.streams.values():
+            if type(stream) is PlayerStream:
+                # Another NetStream shares the media chunk streams: players here deliver alone.
+                stream.leave_cohort()
         self.streams[sid] = None
         self.command("_result", cmd.transaction_id, None, float(sid))
 

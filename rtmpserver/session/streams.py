@@ -13,7 +13,13 @@ from zope.interface import implementer
 from rtmpserver.codec import messages as m
 from rtmpserver.codec.chunk import continuation
 from rtmpserver.hub import Frame, LiveStream
-from rtmpserver.interfaces import IMonitoredClient, IPlayerStream, IPublisher
+from rtmpserver.interfaces import (
+    ICohortSink,
+    IMonitoredClient,
+    IPlayerStream,
+    IPublisher,
+)
+from rtmpserver.session.cohort import PlayerCohort
 from rtmpserver.sinks import LiveSink
 
 if TYPE_CHECKING:
@@ -52,7 +58,7 @@ class PublisherStream:
         return {**self.session.describe(now), "timestamp": 0}
 
 
-@implementer(IPlayerStream, IMonitoredClient)
+@implementer(IPlayerStream, IMonitoredClient, ICohortSink)
 class PlayerStream(LiveSink):
     """A NetStream playing a live stream over RTMP (delivery rules in ``rtmpserver.sinks``)."""
 
@@ -66,6 +72,7 @@ class PlayerStream(LiveSink):
         self.playing = False
         self._eof_call = None  # the delayed StreamEOF after the publisher left (EOF_DELAY)
         self.flow = session.link  # its ``paused``: the transport is full (LiveSink.flow)
+        self.cohort = None  # the PlayerCohort delivering to it, if any (ICohortSink)
 
     # -- LiveSink -------------------------------------------------------------------------------
 
@@ -84,6 +91,30 @@ class PlayerStream(LiveSink):
         else:
             body = frame.body(size)
         self.session.write_media(header, body)
+
+    # -- ICohortSink ---------------------------------------------------------------------------
+
+    def cohort_key(self):
+        """Its chunk size while it takes every message as it comes, alone on its connection."""
+        session = self.session
+        link = session.link
+        if (self.paused or self.need_key or self.pub_base is None or self.backlog or not self.receive_audio
+                or not self.receive_video or self._eof_call is not None or link.paused or link._closing
+                or link._merge_delay or session.closed or len(session.streams) != 1):
+            return None
+        return self.writer.chunk_size
+
+    def new_cohort(self, stream):
+        return PlayerCohort(stream, self.writer.chunk_size)
+
+    def leave_cohort(self) -> None:
+        """Deliver on its own from now on (before anything reads or changes its delivery state)."""
+        if self.cohort is not None:
+            self.live.release(self)
+
+    def sync_counters(self) -> None:
+        if self.cohort is not None:
+            self.cohort.sync(self)
 
     def on_started(self, republished: bool) -> None:
         if self._eof_call is not None:
@@ -111,6 +142,7 @@ class PlayerStream(LiveSink):
 
     def pause(self, flag: bool) -> None:
         """``pause``/``pauseRaw``: stop delivery (queued frames go), or resume from the latest keyframe."""
+        self.leave_cohort()
         status = self.session.status
         if flag:
             self.paused = True
@@ -124,15 +156,18 @@ class PlayerStream(LiveSink):
 
     def seek(self) -> None:
         """A live stream cannot seek: acknowledge and resume from the latest keyframe."""
+        self.leave_cohort()
         status = self.session.status
         status(self.stream_id, "status", "NetStream.Seek.Notify", f"Seeking {self.name} (live: resuming at a keyframe).", details=self.name)
         status(self.stream_id, "status", "NetStream.Play.Start", f"Started playing {self.name}.", details=self.name)
         self.rewind_to_live()
 
     def set_receive_audio(self, flag: bool) -> None:
+        self.leave_cohort()
         self.receive_audio = flag
 
     def set_receive_video(self, flag: bool) -> None:
+        self.leave_cohort()
         if flag and not self.receive_video:
             self.need_key = True  # video comes back at a keyframe
         self.receive_video = flag
@@ -150,4 +185,6 @@ class PlayerStream(LiveSink):
 
     def describe(self, now: float) -> dict:
         """This player's connection as monitoring shows it, with this stream's own drops and position."""
-        return {**self.session.describe(now), "dropped": self.dropped, "timestamp": self.last_ts}
+        cohort = self.cohort
+        ts = self.last_ts if cohort is None else cohort.position(self)
+        return {**self.session.describe(now), "dropped": self.dropped, "timestamp": ts}
