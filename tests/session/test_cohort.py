@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyClass, verifyObject
 
 from rtmpserver.codec import amf0
 from rtmpserver.codec import messages as m
@@ -21,8 +22,6 @@ from rtmpserver.protocol import RTMPServerFactory
 from rtmpserver.session.cohort import PlayerCohort
 from rtmpserver.session.streams import PlayerStream
 from tests.test_protocol import Peer, make_config
-
-from zope.interface.verify import verifyClass, verifyObject  # isort: skip
 
 
 def _video(keyframe: bool, size: int) -> bytes:
