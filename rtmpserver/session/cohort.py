@@ -131,10 +131,11 @@ class PlayerCohort:
         pending = self.pending
         left = ()
         if not pending:
-            # The first message of this fan-out. A member whose output is full goes on alone from
+            # The first message of this fan-out. A member whose output is full (or that has replies
+            # queued, which go before media: Session.write_media) goes on alone from
             # here (it queues and drops by LiveSink's rules); within one fan-out nothing is written,
             # so this holds for the messages after it too.
-            full = [link for link in self._links if link.paused or link._closing]
+            full = [link for link in self._links if link.paused or link._closing or link.session.conn.pending]
             if full:
                 left = [self._release(self._sink_of[link]) for link in full]
             self.batch.dirty.append(self)  # flush_merged when the fan-out (or the read) ends
