@@ -53,8 +53,22 @@ _DIGEST_LEN = 32
 _SCHEMA_OFFSET_POS = (8, 772)
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+#: HMAC-SHA256 states with the four constant keys already absorbed: ``copy()`` of one costs less
+#: than keying a new HMAC (two SHA-256 blocks) on every handshake.
+_KEYED = {
+    key: hmac.new(key, None, hashlib.sha256)
+    for key in (FP_KEY[:FP_KEY_PREFIX_LEN], FP_KEY, FMS_KEY[:FMS_KEY_PREFIX_LEN], FMS_KEY)
+}
+
+
+def _hmac(key: bytes, data: bytes, more: bytes = b"") -> bytes:
+    """HMAC-SHA256 of ``data + more`` (without joining them)."""
+    keyed = _KEYED.get(key)
+    h = keyed.copy() if keyed is not None else hmac.new(key, None, hashlib.sha256)
+    h.update(data)
+    if more:
+        h.update(more)
+    return h.digest()
 
 
 def _digest_offset(packet: bytes, schema: int) -> int:
@@ -67,10 +81,11 @@ def _find_digest(packet: bytes, key: bytes) -> tuple[int, bytes] | None:
 
     A random C1 matches either schema with probability 2**-256, so the order tried is irrelevant.
     """
+    view = memoryview(packet)
     for schema in (0, 1):
         off = _digest_offset(packet, schema)
         embedded = packet[off : off + _DIGEST_LEN]
-        expected = _hmac(key, packet[:off] + packet[off + _DIGEST_LEN :])
+        expected = _hmac(key, view[:off], view[off + _DIGEST_LEN :])
         if hmac.compare_digest(embedded, expected):
             return schema, embedded
     return None
@@ -78,7 +93,7 @@ def _find_digest(packet: bytes, key: bytes) -> tuple[int, bytes] | None:
 
 def _insert_digest(packet: bytearray, key: bytes, schema: int) -> bytes:
     off = _digest_offset(packet, schema)
-    digest = _hmac(key, bytes(packet[:off] + packet[off + _DIGEST_LEN :]))
+    digest = _hmac(key, bytes(packet[:off]), bytes(packet[off + _DIGEST_LEN :]))
     packet[off : off + _DIGEST_LEN] = digest
     return digest
 
