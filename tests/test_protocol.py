@@ -868,3 +868,27 @@ def test_a_play_is_answered_in_one_write_then_its_first_media_in_one_more(factor
     second = player.client.receive_data(writes[1])
     assert [type(x).__name__ for x in second] == ["DataMessage", "VideoMessage", "AudioMessage"]
     assert second[0].values[0] == "onMetaData" and [x.payload for x in second[1:]] == [AVC_SEQ, AAC_SEQ]
+
+
+def test_access_log_event_text_and_fields():
+    """The access line (formatted by us) reads as it did when Twisted formatted it from the fields."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    f = RTMPServerFactory(make_config(server_extra="access_log = yes"), Clock())
+    p = Peer(f)
+    p.play("cam")
+    f.clock.advance(2.25)
+    with capturedLogs() as events:
+        p.lose()
+    (event,) = [e for e in events if e.get("log_namespace") == "rtmpserver.access"]
+    assert {k: event[k] for k in ("peer", "app", "streams", "role", "duration", "dropped", "resyncs", "reason")} == {
+        "peer": "127.0.0.1:5000", "app": "live", "streams": "cam", "role": "player", "duration": 2.25,
+        "dropped": 0, "resyncs": 0, "reason": "Connection was closed cleanly.",
+    }
+    assert event["bytes_in"] > 3000 and event["bytes_out"] > 3000
+    fields_format = (
+        "{peer} app={app} streams={streams} role={role} bytes_in={bytes_in} bytes_out={bytes_out} "
+        "duration={duration:.1f}s dropped={dropped} resyncs={resyncs} reason={reason!r}"
+    )
+    assert formatEvent(event) == fields_format.format(**event)
+    assert formatEvent(event).startswith("127.0.0.1:5000 app=live streams=cam role=player bytes_in=")
