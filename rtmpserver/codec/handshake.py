@@ -98,10 +98,12 @@ def _insert_digest(packet: bytearray, key: bytes, schema: int) -> bytes:
     return digest
 
 
-def _signed_response(random_bytes: Callable[[int], bytes], peer_digest: bytes, full_key: bytes) -> bytes:
+def _signed_response(random_bytes: Callable[[int], bytes], peer_digest: bytes, full_key: bytes, body: bytes = b"") -> bytes:
     """C2/S2 of the complex handshake: random bytes whose last 32 are an HMAC proving that we saw
-    the peer's digest (FFmpeg rtmpproto.c and nginx-rtmp ngx_rtmp_handshake.c build it so)."""
-    body = _random(random_bytes, C1_SIZE - _DIGEST_LEN)
+    the peer's digest (FFmpeg rtmpproto.c and nginx-rtmp ngx_rtmp_handshake.c build it so).
+    ``body``: those random bytes when the caller already has them."""
+    if not body:
+        body = _random(random_bytes, C1_SIZE - _DIGEST_LEN)
     return body + _hmac(_hmac(full_key, peer_digest), body)
 
 
@@ -220,9 +222,16 @@ class ServerHandshake:
         schema, client_digest = found
         self.digest_schema = schema
         s1 = bytearray(_header(self._uptime_ms(), SERVER_VERSION))
-        s1 += _random(self._random_bytes, C1_SIZE - 8)
+        s2_body = b""
+        if self._random_bytes is os.urandom:
+            # The random bytes of S1 and of S2 from one system call instead of two.
+            block = os.urandom(2 * C1_SIZE - 8 - _DIGEST_LEN)
+            s1 += block[: C1_SIZE - 8]
+            s2_body = block[C1_SIZE - 8 :]
+        else:
+            s1 += _random(self._random_bytes, C1_SIZE - 8)
         _insert_digest(s1, FMS_KEY[:FMS_KEY_PREFIX_LEN], schema)
-        s2 = _signed_response(self._random_bytes, client_digest, FMS_KEY)
+        s2 = _signed_response(self._random_bytes, client_digest, FMS_KEY, s2_body)
         return s0 + bytes(s1) + s2
 
 
