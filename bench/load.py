@@ -13,7 +13,10 @@ libnginx-mod-rtmp, one worker, when ``--compare-nginx``):
 1. idle memory: K connections that completed handshake + connect (``_result`` received) are held
    open; (server VmRSS after - before) / K;
 2. connection rate: handshake + connect + ``_result`` over fresh TCP connections for a few
-   seconds, one at a time and with 50 in parallel;
+   seconds, one at a time and with 50 in parallel; then full player setups as FFmpeg and librtmp
+   do them (handshake with a C1 digest, connect, createStream, play of a stream that has a
+   publisher, Set Buffer Length, NetStream.Play.Start, close), ``--setup-parallel`` (64) at a
+   time: setups/s, server CPU and server CPU per setup (ms);
 3. the ramp: for each N, N players play a fresh stream, then one publisher sends H.264/AAC-shaped
    messages (30 fps video totalling 2 Mbit/s, keyframe every 2 s, ~43 AAC frames/s) for
    ``--duration`` seconds.  Every video body carries its send time (time.time_ns()) and a
@@ -737,6 +740,98 @@ async def _connect_rate(port: int, seconds: float, parallel: int) -> dict:
     return {"parallel": parallel, "connects": done, "errors": errors, "per_s": done / (loop.time() - t0)}
 
 
+async def _hold_publisher(port: int, stream: str) -> Client:
+    """A publisher of ``stream`` that sends metadata and the AVC/AAC sequence headers, then nothing:
+    players of the setup test join a published stream, as real viewers do, and both servers send
+    them the same things (no media frames, so a GOP cache plays no part)."""
+    pub = await open_client(HOST, port)
+    await asyncio.wait_for(pub.connect(APP, f"rtmp://{HOST}:{port}/{APP}", type="nonprivate",
+                                       flashVer="FMLE/3.0 (compatible; bench)"), 15)
+    sid = await asyncio.wait_for(pub.create_stream(), 15)
+    fut = pub.wait_status(sid, "NetStream.Publish.Start")
+    pub.notify("publish", None, stream, "live", stream_id=sid)
+    await asyncio.wait_for(fut, 15)
+    meta = ECMAArray(width=1280.0, height=720.0, framerate=float(FPS), videocodecid=7.0, audiocodecid=10.0)
+    pub.conn.send_raw(18, amf0.encode("@setDataFrame", "onMetaData", meta), stream_id=sid)
+    pub.conn.send_raw(9, AVC_SEQUENCE_HEADER, stream_id=sid)
+    pub.conn.send_raw(8, AAC_SEQUENCE_HEADER, stream_id=sid)
+    pub.send()
+    return pub
+
+
+async def _setup_rate(port: int, seconds: float, parallel: int, stream: str | None) -> dict:
+    """Full player setups over fresh TCP connections, ``parallel`` at a time, for ``seconds``.
+
+    One setup is what FFmpeg's and librtmp's players do: the handshake with a C1 digest
+    (bench/_rtmpclient.py, as ``ClientHandshake`` sends by default), connect, createStream, play
+    (live, start -2000) and Set Buffer Length, then wait for NetStream.Play.Start and close.
+    ``stream``: the name of a stream with a publisher (None: one without, made up per setup).
+    """
+    tc_url = f"rtmp://{HOST}:{port}/{APP}"
+    done = 0
+    errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def one() -> None:
+        c = await open_client(HOST, port, timeout=10)
+        try:
+            await asyncio.wait_for(c.connect(APP, tc_url), 10)
+            sid = await asyncio.wait_for(c.create_stream(), 10)
+            fut = c.wait_status(sid, "NetStream.Play.Start")
+            c.notify("play", None, stream or f"nobody-{uuid.uuid4().hex[:8]}", -2000.0, stream_id=sid)
+            c.conn.send(m.UserControl.set_buffer_length(sid, 3000))
+            c.send()
+            await asyncio.wait_for(fut, 10)
+        finally:
+            c.close()
+
+    async def worker() -> None:
+        nonlocal done
+        while loop.time() < deadline:
+            try:
+                await one()
+                done += 1
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                await asyncio.sleep(0.01)
+
+    t0 = loop.time()
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    wall = loop.time() - t0
+    return {"parallel": parallel, "setups": done, "errors": len(errors), "first_errors": errors[:3],
+            "per_s": done / wall, "window_s": wall}
+
+
+def measure_setups(server: Server, seconds: float, parallel: int, published: bool = True) -> dict:
+    """``_setup_rate`` with server CPU (utime+stime over the window) and the load generator's own
+    CPU; CPU per setup = server CPU seconds / setups completed."""
+
+    async def run() -> dict:
+        stream = f"setup-{uuid.uuid4().hex[:6]}" if published else None
+        pub = await _hold_publisher(server.port, stream) if published else None
+        await asyncio.sleep(0.3)
+        try:
+            me = os.getpid()
+            cpu0, load0, busy0 = cpu_seconds(server.pid), cpu_seconds(me), cpu_busy()
+            r = await _setup_rate(server.port, seconds, parallel, stream)
+            cpu1, load1, busy1 = cpu_seconds(server.pid), cpu_seconds(me), cpu_busy()
+        finally:
+            if pub is not None:
+                pub.close()
+        wall = r["window_s"]
+        r.update(
+            published=published,
+            server_cpu_pct=(cpu1 - cpu0) / wall * 100,
+            load_cpu_pct=(load1 - load0) / wall * 100,
+            cpu_busy_pct={c: (busy1[c] - busy0.get(c, 0)) / wall * 100 for c in busy1},
+            server_cpu_ms_per_setup=(cpu1 - cpu0) * 1000 / max(1, r["setups"]),
+        )
+        return r
+
+    return run_async(run())
+
+
 def measure_connections(server: Server, args) -> dict:
     out: dict = {"busiest_core_before_pct": wait_quiet(args.wait_quiet)}
     out["idle"] = run_async(_hold_idle(server.port, args.idle, server.pid, 1.0))
@@ -746,7 +841,35 @@ def measure_connections(server: Server, args) -> dict:
         r["server_cpu_pct"] = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0) * 100
         out[f"connect_{parallel}"] = r
         time.sleep(0.5)
+    out["setup"] = measure_setups(server, args.connect_seconds, args.setup_parallel)
+    time.sleep(0.5)
     return out
+
+
+def print_setups(c: dict) -> None:
+    r = c["setup"]
+    print(
+        f"  setups (handshake with digest, connect, createStream, play, Play.Start, close), {r['parallel']} in parallel: "
+        f"{r['per_s']:.0f}/s ({r['setups']} ok, {r['errors']} errors), server CPU {r['server_cpu_pct']:.0f}% = "
+        f"{r['server_cpu_ms_per_setup']:.3f} ms per setup, load CPU {r['load_cpu_pct']:.0f}%"
+        + (f"  first errors: {r['first_errors']}" if r["errors"] else ""),
+        flush=True,
+    )
+
+
+def print_setup_table(results: dict) -> None:
+    """Connection figures of every server measured (Markdown, for docs/performance.md)."""
+    rows = [(label, tr["connections"]) for label, tr in results["targets"].items() if tr.get("connections")]
+    if not rows:
+        return
+    print("\n| server | idle KiB/conn | setups/s | server CPU | server CPU per setup | load generator CPU |")
+    print("|---|---|---|---|---|---|")
+    for label, c in rows:
+        r = c["setup"]
+        print(
+            f"| {label} | {c['idle']['kib_per_conn']:.1f} | {r['per_s']:.0f} ({r['parallel']} in parallel) | "
+            f"{r['server_cpu_pct']:.0f}% | {r['server_cpu_ms_per_setup']:.3f} ms | {r['load_cpu_pct']:.0f}% |"
+        )
 
 
 def versions() -> dict:
@@ -796,6 +919,7 @@ def main() -> int:
     ap.add_argument("--players-per-worker", type=int, default=100, help="players per load process")
     ap.add_argument("--idle", type=int, default=500, help="idle connections for the memory figure")
     ap.add_argument("--connect-seconds", type=float, default=5.0, help="seconds per connection-rate test")
+    ap.add_argument("--setup-parallel", type=int, default=64, help="player setups in flight in the setup-rate test")
     ap.add_argument("--no-connections", action="store_true", help="skip idle memory and connection rate")
     ap.add_argument("--no-ramp", action="store_true", help="skip the player ramp")
     ap.add_argument("--wait-quiet", type=float, default=60.0, help="before each measurement wait up to this many seconds for idle cores")
@@ -865,6 +989,7 @@ def main() -> int:
                             f"({r['connects']} ok, {r['errors']} errors, server CPU {r['server_cpu_pct']:.0f}%)",
                             flush=True,
                         )
+                    print_setups(c)
                 if not args.no_ramp:
                     for n in ramp:
                         if time.monotonic() - started > args.max_seconds:
@@ -919,10 +1044,12 @@ def main() -> int:
         if c:
             line += (
                 f"; idle {c['idle']['kib_per_conn']:.1f} KiB/conn; connects/s {c['connect_1']['per_s']:.0f} sequential, "
-                f"{c['connect_50']['per_s']:.0f} with 50 in parallel"
+                f"{c['connect_50']['per_s']:.0f} with 50 in parallel; player setups/s {c['setup']['per_s']:.0f} "
+                f"({c['setup']['server_cpu_ms_per_setup']:.3f} ms server CPU each)"
             )
         print(line)
     print_table(results)
+    print_setup_table(results)
     return 0
 
 

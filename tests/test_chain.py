@@ -193,3 +193,14 @@ def test_close_stream_reaches_every_handler_even_if_one_fails():
     chain = Chain("live", [("a", H(log, "a")), ("bad", Bad(log, "bad")), ("c", H(log, "c"))], Clock(), 1)
     chain.close_stream("EVENT")
     assert log == [("a", "closed", "EVENT"), ("c", "closed", "EVENT")]
+
+
+def test_a_chain_that_decides_at_once_schedules_no_deadline_and_a_waiting_one_does():
+    results, _, clock = run([H([], "a"), H([], "b")], timeout=3)
+    assert results == ["LIVE:cam"] and clock.getDelayedCalls() == []
+    held = []
+    results, _, clock = run([H([], "a", lambda r, p: held.append(p))], timeout=3)
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() == 3  # the full timeout from the request, as before
+    held[0]()
+    assert results == ["LIVE:cam"] and clock.getDelayedCalls() == []

@@ -839,3 +839,56 @@ def test_player_whose_output_stays_full_is_closed_after_send_timeout():
     assert not slow.closed and not pub.closed
     assert f.stats["send_timeouts"] == 1
     f.stopFactory()
+
+
+def test_a_play_is_answered_in_one_write_then_its_first_media_in_one_more(factory):
+    """StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess of one read go out together (not
+    one write each), before the metadata and sequence headers; commands of one read are one write."""
+    pub = Peer(factory)
+    sid, _ = pub.publish("cam")
+    pub.send_metadata(sid)
+    pub.send_media(sid, "v", 0, AVC_SEQ)
+    pub.send_media(sid, "a", 0, AAC_SEQ)
+    player = Peer(factory)
+    player.connect()
+    writes = []
+    t = player.transport
+    orig_write, orig_seq = t.write, t.writeSequence
+    t.write = lambda data: (writes.append(bytes(data)), orig_write(data))
+    t.writeSequence = lambda seq: (writes.append(b"".join(seq)), orig_seq(seq))
+    # createStream and play pipelined in one read, as some players send them.
+    player.client.send_command("createStream", 2.0, None)
+    player.client.send_command("play", 0.0, None, "cam", -2.0, stream_id=1)
+    player.proto.dataReceived(player.client.data_to_send())
+    assert len(writes) == 2
+    first = player.client.receive_data(writes[0])
+    assert first[0].name == "_result" and statuses(first) == ["NetStream.Play.Reset", "NetStream.Play.Start"]
+    assert isinstance(first[1], m.UserControl) and first[1].event == m.UserControlEvent.STREAM_BEGIN
+    assert [x.values[0] for x in first if isinstance(x, m.DataMessage)] == ["|RtmpSampleAccess"]
+    second = player.client.receive_data(writes[1])
+    assert [type(x).__name__ for x in second] == ["DataMessage", "VideoMessage", "AudioMessage"]
+    assert second[0].values[0] == "onMetaData" and [x.payload for x in second[1:]] == [AVC_SEQ, AAC_SEQ]
+
+
+def test_access_log_event_text_and_fields():
+    """The access line (formatted by us) reads as it did when Twisted formatted it from the fields."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    f = RTMPServerFactory(make_config(server_extra="access_log = yes"), Clock())
+    p = Peer(f)
+    p.play("cam")
+    f.clock.advance(2.25)
+    with capturedLogs() as events:
+        p.lose()
+    (event,) = [e for e in events if e.get("log_namespace") == "rtmpserver.access"]
+    assert {k: event[k] for k in ("peer", "app", "streams", "role", "duration", "dropped", "resyncs", "reason")} == {
+        "peer": "127.0.0.1:5000", "app": "live", "streams": "cam", "role": "player", "duration": 2.25,
+        "dropped": 0, "resyncs": 0, "reason": "Connection was closed cleanly.",
+    }
+    assert event["bytes_in"] > 3000 and event["bytes_out"] > 3000
+    fields_format = (
+        "{peer} app={app} streams={streams} role={role} bytes_in={bytes_in} bytes_out={bytes_out} "
+        "duration={duration:.1f}s dropped={dropped} resyncs={resyncs} reason={reason!r}"
+    )
+    assert formatEvent(event) == fields_format.format(**event)
+    assert formatEvent(event).startswith("127.0.0.1:5000 app=live streams=cam role=player bytes_in=")

@@ -91,6 +91,8 @@ _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _DATE = struct.Struct(">dh")
+_STRING_HEAD = struct.Struct(">BH")
+_NUMBER = struct.Struct(">Bd")
 _unpack_double = _DOUBLE.unpack_from
 
 _NUMBER_M = 0x00
@@ -341,6 +343,29 @@ def _utf8_bytes(s: str, what: str) -> bytes:
         raise AMFEncodeError(f"{what} {s[:40]!r} cannot be encoded as UTF-8: {e.reason}") from None
 
 
+# Property names as written (U16 length + UTF-8), by name: commands use a small vocabulary
+# ("level", "code", "description", ...), so most names are encoded once per process. Bounded: past
+# _NAMES_MAX distinct names the rest are encoded on each use.
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 1024
+
+
+def _property_name(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise AMFEncodeError(f"object key {key!r} is not a string")
+    data = _utf8_bytes(key, "property name")
+    n = len(data)
+    if not n:
+        # UTF-8-empty is the start of the object-end sequence (spec 2.5).
+        raise AMFEncodeError("AMF0 objects cannot have an empty-string key")
+    if n > 0xFFFF:
+        raise AMFEncodeError(f"property name of {n} UTF-8 bytes exceeds the AMF0 limit of 65535")
+    head = _U16.pack(n) + data
+    if type(key) is str and len(_NAMES) < _NAMES_MAX and n <= 64:
+        _NAMES[key] = head
+    return head
+
+
 class Encoder:
     """Writes AMF0 values into one buffer; all values written share one reference context."""
 
@@ -355,8 +380,11 @@ class Encoder:
         self._active: set[int] = set()
         self.references = references
         self._amf3: amf3.Encoder | None = None
-        self._externalizables = tuple(externalizables)
-        self._ext_types = tuple(e.python_type for e in self._externalizables)
+        if externalizables:
+            self._externalizables = tuple(externalizables)
+            self._ext_types = tuple(e.python_type for e in self._externalizables)
+        else:  # every command and data message the server sends
+            self._externalizables = self._ext_types = ()
 
     def getvalue(self) -> bytes:
         return bytes(self._buf)
@@ -400,8 +428,7 @@ class Encoder:
         return False
 
     def _write_number(self, value: float) -> None:
-        self._buf.append(_NUMBER_M)
-        self._buf += _DOUBLE.pack(value)
+        self._buf += _NUMBER.pack(_NUMBER_M, value)
 
     def _write_int(self, value: int) -> None:
         try:
@@ -417,11 +444,13 @@ class Encoder:
         self._buf.append(1 if value else 0)
 
     def _write_str(self, value: str) -> None:
-        data = _utf8_bytes(value, "string")
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:
+            data = _utf8_bytes(value, "string")  # raises AMFEncodeError
         n = len(data)
         if n <= 0xFFFF:
-            self._buf.append(_STRING_M)
-            self._buf += _U16.pack(n)
+            self._buf += _STRING_HEAD.pack(_STRING_M, n)
         else:
             # Spec 2.14: long string for anything that needs more than 65535 bytes.
             if n > 0xFFFFFFFF:
@@ -454,18 +483,12 @@ class Encoder:
         self._active.add(key_id)
         buf = self._buf
         write = self._write
+        names = _NAMES
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise AMFEncodeError(f"object key {key!r} is not a string")
-            data = _utf8_bytes(key, "property name")
-            n = len(data)
-            if not n:
-                # UTF-8-empty is the start of the object-end sequence (spec 2.5).
-                raise AMFEncodeError("AMF0 objects cannot have an empty-string key")
-            if n > 0xFFFF:
-                raise AMFEncodeError(f"property name of {n} UTF-8 bytes exceeds the AMF0 limit of 65535")
-            buf += _U16.pack(n)
-            buf += data
+            head = names.get(key) if type(key) is str else None
+            if head is None:
+                head = _property_name(key)
+            buf += head
             write(item)
         buf += _OBJECT_END
         self._active.discard(key_id)
@@ -593,8 +616,12 @@ def _writer_for_subclass(value: Any) -> Callable[[Encoder, Any], None]:
 def encode(*values: Any, references: bool = True, externalizables: Iterable[amf3.Externalizable] = ()) -> bytes:
     """AMF0 bytes of ``values`` in order, sharing one reference context (one message body)."""
     encoder = Encoder(references=references, externalizables=externalizables)
-    for value in values:
-        encoder.write_value(value)
+    write = encoder._write
+    try:
+        for value in values:
+            write(value)
+    except RecursionError:
+        raise AMFEncodeError("value nested too deeply to encode") from None
     return encoder.getvalue()
 
 

@@ -53,8 +53,22 @@ _DIGEST_LEN = 32
 _SCHEMA_OFFSET_POS = (8, 772)
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+#: HMAC-SHA256 states with the four constant keys already absorbed: ``copy()`` of one costs less
+#: than keying a new HMAC (two SHA-256 blocks) on every handshake.
+_KEYED = {
+    key: hmac.new(key, None, hashlib.sha256)
+    for key in (FP_KEY[:FP_KEY_PREFIX_LEN], FP_KEY, FMS_KEY[:FMS_KEY_PREFIX_LEN], FMS_KEY)
+}
+
+
+def _hmac(key: bytes, data: bytes, more: bytes = b"") -> bytes:
+    """HMAC-SHA256 of ``data + more`` (without joining them)."""
+    keyed = _KEYED.get(key)
+    h = keyed.copy() if keyed is not None else hmac.new(key, None, hashlib.sha256)
+    h.update(data)
+    if more:
+        h.update(more)
+    return h.digest()
 
 
 def _digest_offset(packet: bytes, schema: int) -> int:
@@ -67,10 +81,11 @@ def _find_digest(packet: bytes, key: bytes) -> tuple[int, bytes] | None:
 
     A random C1 matches either schema with probability 2**-256, so the order tried is irrelevant.
     """
+    view = memoryview(packet)
     for schema in (0, 1):
         off = _digest_offset(packet, schema)
         embedded = packet[off : off + _DIGEST_LEN]
-        expected = _hmac(key, packet[:off] + packet[off + _DIGEST_LEN :])
+        expected = _hmac(key, view[:off], view[off + _DIGEST_LEN :])
         if hmac.compare_digest(embedded, expected):
             return schema, embedded
     return None
@@ -78,15 +93,17 @@ def _find_digest(packet: bytes, key: bytes) -> tuple[int, bytes] | None:
 
 def _insert_digest(packet: bytearray, key: bytes, schema: int) -> bytes:
     off = _digest_offset(packet, schema)
-    digest = _hmac(key, bytes(packet[:off] + packet[off + _DIGEST_LEN :]))
+    digest = _hmac(key, bytes(packet[:off]), bytes(packet[off + _DIGEST_LEN :]))
     packet[off : off + _DIGEST_LEN] = digest
     return digest
 
 
-def _signed_response(random_bytes: Callable[[int], bytes], peer_digest: bytes, full_key: bytes) -> bytes:
+def _signed_response(random_bytes: Callable[[int], bytes], peer_digest: bytes, full_key: bytes, body: bytes = b"") -> bytes:
     """C2/S2 of the complex handshake: random bytes whose last 32 are an HMAC proving that we saw
-    the peer's digest (FFmpeg rtmpproto.c and nginx-rtmp ngx_rtmp_handshake.c build it so)."""
-    body = _random(random_bytes, C1_SIZE - _DIGEST_LEN)
+    the peer's digest (FFmpeg rtmpproto.c and nginx-rtmp ngx_rtmp_handshake.c build it so).
+    ``body``: those random bytes when the caller already has them."""
+    if not body:
+        body = _random(random_bytes, C1_SIZE - _DIGEST_LEN)
     return body + _hmac(_hmac(full_key, peer_digest), body)
 
 
@@ -205,9 +222,16 @@ class ServerHandshake:
         schema, client_digest = found
         self.digest_schema = schema
         s1 = bytearray(_header(self._uptime_ms(), SERVER_VERSION))
-        s1 += _random(self._random_bytes, C1_SIZE - 8)
+        s2_body = b""
+        if self._random_bytes is os.urandom:
+            # The random bytes of S1 and of S2 from one system call instead of two.
+            block = os.urandom(2 * C1_SIZE - 8 - _DIGEST_LEN)
+            s1 += block[: C1_SIZE - 8]
+            s2_body = block[C1_SIZE - 8 :]
+        else:
+            s1 += _random(self._random_bytes, C1_SIZE - 8)
         _insert_digest(s1, FMS_KEY[:FMS_KEY_PREFIX_LEN], schema)
-        s2 = _signed_response(self._random_bytes, client_digest, FMS_KEY)
+        s2 = _signed_response(self._random_bytes, client_digest, FMS_KEY, s2_body)
         return s0 + bytes(s1) + s2
 
 

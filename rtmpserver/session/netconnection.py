@@ -141,6 +141,7 @@ class Session:
         self.stats = SessionStats()
         self.buffer_lengths: dict[int, int] = {}  # stream id -> Set Buffer Length (ms), for VOD pacing
         self.vod_waiting: dict[int, list] = {}  # stream id -> playlist plays sent while its first play is decided
+        self._reading = False  # data_received is handling a read (_flush_after_read)
 
     @property
     def closed(self) -> bool:
@@ -194,23 +195,35 @@ class Session:
     def data_received(self, data: bytes) -> None:
         """Feed bytes; raises RemoteProtocolError on garbage (the protocol closes us)."""
         self.stats.bytes_in += len(data)
-        for msg in self.conn.receive_data(data):
-            if self.state is State.CLOSED:
-                break
-            t = type(msg)
-            if t is m.AudioMessage or t is m.VideoMessage or t is m.DataMessage:
-                self._media(msg)
-            elif t is m.CommandMessage:
-                self._command(msg)
-            elif t is m.UserControl:
-                self._user_control(msg)
-            # SetChunkSize/Abort were applied by the reader; Ack/WindowAck/PeerBandwidth need nothing.
-        self.flush()
+        reading, self._reading = self._reading, True
+        try:
+            for msg in self.conn.receive_data(data):
+                if self.state is State.CLOSED:
+                    break
+                t = type(msg)
+                if t is m.AudioMessage or t is m.VideoMessage or t is m.DataMessage:
+                    self._media(msg)
+                elif t is m.CommandMessage:
+                    self._command(msg)
+                elif t is m.UserControl:
+                    self._user_control(msg)
+                # SetChunkSize/Abort were applied by the reader; Ack/WindowAck/PeerBandwidth need nothing.
+        finally:
+            self._reading = reading
+            self.flush()
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
             self.link.write(data)
+
+    def _flush_after_read(self) -> None:
+        """``flush``, except while ``data_received`` handles a read: then its replies go out in one
+        write when the read is handled (a play's StreamBegin, Play.Reset, Play.Start and
+        |RtmpSampleAccess were four writes, i.e. four system calls). Media, ``close`` and everything
+        outside a read still flush at once (``write_media`` sends what is queued first)."""
+        if not self._reading:
+            self.flush()
 
     def write_media(self, header: bytes, body: bytes) -> None:
         """A player's chunk header and body (commands queued before it go first)."""
@@ -223,11 +236,11 @@ class Session:
 
     def send_user_control(self, msg: m.UserControl) -> None:
         self.conn.send(msg)
-        self.flush()
+        self._flush_after_read()
 
     def command(self, name: str, tid: float, obj: Any = None, *args: Any, stream_id: int = 0) -> None:
         self.conn.send(m.CommandMessage(stream_id, name, tid, obj, list(args), amf3=self.amf3))
-        self.flush()
+        self._flush_after_read()
 
     def status(self, stream_id: int, level: str, code: str, description: str, **extra: Any) -> None:
         info = {"level": level, "code": code, "description": description}
@@ -380,7 +393,7 @@ class Session:
             if self.closed:
                 break
             self._command(cmd)
-        self.flush()
+        self._flush_after_read()
 
     def _create_stream(self, cmd: m.CommandMessage) -> None:
         if len(self.streams) >= self.limits.max_streams_per_connection:
@@ -490,7 +503,7 @@ class Session:
             self.status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name)
         self.status(sid, "status", "NetStream.Play.Start", f"Started playing {name}.", details=name)
         self.conn.send_raw(DATA, _SAMPLE_ACCESS, stream_id=sid, csid=CSID_DATA)
-        self.flush()
+        self._flush_after_read()
         player.playing = True
         live.add_sink(player)
 

@@ -566,6 +566,24 @@ def test_encode_refusals(value, message):
         amf0.encode(value)
 
 
+def test_property_names_encode_the_same_from_the_name_table_and_the_table_is_bounded():
+    class Name(str):
+        pass
+
+    obj = {"level": "status", "n\u00e9": 1.0, Name("sub"): True}
+    expected = (b"\x03" + b"\x00\x05level" + b"\x02\x00\x06status" + b"\x00\x03n\xc3\xa9" + num(1.0)
+                + b"\x00\x03sub\x01\x01" + b"\x00\x00\x09")
+    assert amf0.encode(obj) == expected
+    assert amf0.encode(obj) == expected  # second time from the table
+    assert all(type(k) is str for k in amf0._NAMES)
+    for i in range(amf0._NAMES_MAX + 10):
+        assert amf0.decode(amf0.encode({f"key{i}": 1.0})) == [{f"key{i}": 1.0}]
+    assert len(amf0._NAMES) <= amf0._NAMES_MAX
+    for bad, message in (({"": 1.0}, "empty-string key"), ({1: 1.0}, "not a string")):
+        with pytest.raises(AMFEncodeError, match=message):
+            amf0.encode(bad)
+
+
 def test_sequences_and_subclasses():
     import collections
     import enum

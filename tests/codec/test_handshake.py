@@ -470,3 +470,15 @@ def test_short_random_source_is_local_error():
     server = ServerHandshake(random_bytes=lambda n: b"\0")
     with pytest.raises(LocalProtocolError):
         server.receive(_server_input(False, b""))
+
+
+def test_server_with_the_system_random_source_answers_ffmpeg_with_fresh_valid_s1_and_s2():
+    c2s, _ = capture("ffmpeg-play")
+    outs = [ServerHandshake().receive(c2s[: 1 + C1_SIZE]) for _ in range(2)]
+    client_digest = embedded_digest(c2s[1 : 1 + C1_SIZE], FP_KEY[:30], 0)
+    for out in outs:
+        s1, s2 = out[1 : 1 + C1_SIZE], out[1 + C1_SIZE :]
+        assert len(s2) == C1_SIZE and embedded_digest(s1, FMS_KEY[:36], 0) is not None
+        assert signed_by(s2, client_digest, FMS_KEY)
+        assert s1[8:600] != s2[8:600]  # S2's random bytes are not S1's
+    assert outs[0][9:] != outs[1][9:]
