@@ -901,7 +901,8 @@ def run_step(server: Server, n: int, args, children: Children) -> dict:
         if complete < n:
             why.append(f"{n - complete} players missed frames ({res['frames_missing']} missing)")
         if res.get("auto_push_unaccepted"):
-            why.append(f"{res['auto_push_unaccepted']} auto-push connection(s) never accepted by the other worker(s)")
+            why.append(f"{res['auto_push_unaccepted']} auto-push connection(s) never accepted by the other worker(s): "
+                       "a loaded nginx-rtmp module? see bench/build_nginx_rtmp.sh")
         if not res["p99_ms"] < P99_LIMIT_MS:
             why.append(f"p99 {res['p99_ms']:.0f} ms >= {P99_LIMIT_MS:.0f}")
         res["passed"] = not why
@@ -1002,6 +1003,8 @@ def versions() -> dict:
     with contextlib.suppress(Exception):
         r = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=5)
         v["nginx"] = (r.stderr or r.stdout).strip().split(":", 1)[-1].strip()
+        v["nginx_binary"] = NGINX
+        v["nginx_rtmp_module"] = NGINX_RTMP_MODULE or "compiled in"
     with contextlib.suppress(Exception):
         v["git"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
     with contextlib.suppress(Exception):
@@ -1085,7 +1088,9 @@ def main() -> int:
     merges = [float(x) for x in args.merge.split(",") if x.strip()]
     if not 1 <= args.workers <= 16:
         ap.error("--workers: 1 to 16")
-    NGINX, NGINX_RTMP_MODULE = args.nginx, args.nginx_module
+    # Absolute: nginx runs in its own directory.
+    NGINX = os.path.abspath(shutil.which(args.nginx) or args.nginx)
+    NGINX_RTMP_MODULE = os.path.abspath(args.nginx_module) if args.nginx_module else ""
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
