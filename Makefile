@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-example lint venv system-deps bench bench-load bench-soak clean
+.PHONY: run test test-example lint venv system-deps bench bench-load bench-workers bench-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,17 @@ bench-load: venv system-deps
 	@command -v nginx >/dev/null 2>&1 && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light libnginx-mod-rtmp; }
 	$(PY) bench/load.py --compare-nginx --rtmps $(BENCH_ARGS)
+
+# Players per machine with two worker processes: rtmpserver `workers = 2` against nginx-rtmp
+# `worker_processes 2; rtmp_auto_push on;`, nothing pinned, server CPU summed over its processes.
+# nginx is built with nginx-rtmp compiled in (bench/build_nginx_rtmp.sh: Debian's loaded module
+# does not deliver across workers); NGINX_RTMP=/path/to/nginx uses another such build.
+# ~5-10 minutes; BENCH_ARGS as for bench-load.
+NGINX_RTMP ?=
+bench-workers: venv system-deps
+	@[ -n "$(NGINX_RTMP)" ] || sh bench/build_nginx_rtmp.sh build/nginx-rtmp
+	$(PY) bench/load.py --compare-nginx --workers 2 --merge 0 --no-connections --players 200,1000,1400,1800 --duration 8 \
+	  --nginx "$(or $(NGINX_RTMP),build/nginx-rtmp/nginx)" --nginx-module '' $(BENCH_ARGS)
 
 # The soak test: steady fan-out plus FFmpeg publisher/player churn, RSS and fds of the server
 # sampled, PASS/FAIL on the RSS slope; 10 minutes unless SOAK_ARGS says otherwise (--minutes 60).

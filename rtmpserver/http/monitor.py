@@ -183,7 +183,7 @@ def stat_xml(snap: dict) -> bytes:
     out.append(_el("nginx_rtmp_version", _VERSION))
     out.append(_el("compiler", "CPython " + platform.python_version()))
     out.append(_el("built", "-"))
-    out.append(_el("pid", os.getpid()))
+    out.append(_el("pid", snap.get("pid", os.getpid())))  # workers: the supervisor's (workers/aggregate.py)
     out.append(_el("uptime", int(snap["uptime"])))
     out.append(_el("naccepted", snap["accepted"]))
     out.append(_el("bw_in", 0) + _el("bytes_in", snap["totals"]["bytes_in"]))

@@ -11,6 +11,7 @@ connections themselves are not shown as players.
 from __future__ import annotations
 
 import json
+import os
 
 from twisted.internet import defer
 
@@ -154,6 +155,9 @@ def local_snapshot(worker) -> dict:
     snap = monitor.snapshot(worker.factory, _flv_clients(worker))
     worker.factory.metrics.annotate_snapshot(snap)
     relay_ids = {p.session.id for p in worker.relay_factory.connections if p.session is not None}
+    # /stat's <pid> names the server, not the worker that happened to answer: the supervisor,
+    # the worker's parent and the process the operator started.
+    snap["pid"] = os.getppid()
     for c in snap["clients"]:
         c["worker"] = worker.index
     for streams in snap["apps"].values():
@@ -213,6 +217,7 @@ def merge_snapshots(snaps: list[dict]) -> dict:
         "accepted": sum(s["accepted"] for s in snaps),
         "connections": sum(s["connections"] for s in snaps),
         "clients": [c for s in snaps for c in s["clients"]],
+        "pid": next((s["pid"] for s in snaps if "pid" in s), os.getpid()),
         "totals": {"bytes_in": 0, "bytes_out": 0},
         "stats": {},
         "app_totals": {},

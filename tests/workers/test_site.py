@@ -4,6 +4,8 @@ the workers (rtmpserver.workers.aggregate sets the hooks; here they are stubs)."
 from __future__ import annotations
 
 import json
+import os
+from types import SimpleNamespace
 
 from twisted.internet import defer
 
@@ -36,6 +38,26 @@ def test_api_answers_once_every_worker_has():
     assert req.finished and req.responseCode == 200
     clients = json.loads(body(req))["clients"]
     assert [(c["role"], c["worker"]) for c in clients] == [("publisher", 0)]
+
+
+def _worker(f, index):
+    """What aggregate.local_snapshot reads of a worker (rtmpserver.workers.worker.Worker)."""
+    return SimpleNamespace(factory=f, hub=f.hub, index=index, sites=[],
+                           relay_factory=SimpleNamespace(connections=[]), relays=SimpleNamespace(is_relay=lambda p: False))
+
+
+def test_stat_pid_is_the_supervisors_whichever_worker_answers():
+    f, root = make()
+    live_stream(f)
+    other_f, _ = make()
+    snaps = [aggregate.local_snapshot(_worker(f, 0)), aggregate.local_snapshot(_worker(other_f, 1))]
+    # A worker's parent is the supervisor, the process the operator started and signals.
+    assert [s["pid"] for s in snaps] == [os.getppid(), os.getppid()]
+    root.gather = lambda what: defer.succeed(aggregate.merge_snapshots(snaps))
+    req = request(root, "/stat", headers=AUTH)
+    assert req.responseCode == 200
+    xml = body(req).decode()
+    assert f"<pid>{os.getppid()}</pid>" in xml and f"<pid>{os.getpid()}</pid>" not in xml
 
 
 def test_api_says_503_when_the_workers_do_not_answer():
