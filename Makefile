@@ -74,6 +74,9 @@ bench-load: venv system-deps
 # ~5-10 minutes; BENCH_ARGS as for bench-load.
 NGINX_RTMP ?=
 bench-workers: venv system-deps
+	@[ -n "$(NGINX_RTMP)" ] || [ -x build/nginx-rtmp/nginx ] || { command -v gcc >/dev/null 2>&1 && command -v git >/dev/null 2>&1 && \
+	  [ -e /usr/include/openssl/hmac.h ]; } || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc make git libssl-dev; }
 	@[ -n "$(NGINX_RTMP)" ] || sh bench/build_nginx_rtmp.sh build/nginx-rtmp
 	$(PY) bench/load.py --compare-nginx --workers 2 --merge 0 --no-connections --players 200,1000,1400,1800 --duration 8 \
 	  --nginx "$(or $(NGINX_RTMP),build/nginx-rtmp/nginx)" --nginx-module '' $(BENCH_ARGS)
